@@ -1,0 +1,43 @@
+"""ntk_infinite: an analytic infinite-width kernel compiler.
+
+Describe a network, compile it into its NNGP (Σ) and NTK (Θ) recursions, and evaluate
+exact Gram matrices fast::
+
+    import ntk_infinite as nk
+    arch = nk.serial(nk.Dense(1.5, 0.1), nk.ReLU(), nk.Dense(1.5, 0.1))
+    k = nk.compile(arch)(X)          # k.nngp, k.ntk
+"""
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    AccuracyWarning,
+    ArchitectureError,
+    IllConditionedWarning,
+    InputError,
+    ParameterError,
+)
+from .kernel import CompiledKernel, compile  # noqa: E402
+from .layers import Activation, Architecture, Dense, Identity, ReLU, serial  # noqa: E402
+from .results import KernelDiag, Kernels  # noqa: E402
+from .textform import parse_architecture  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "compile",
+    "CompiledKernel",
+    "Kernels",
+    "KernelDiag",
+    "serial",
+    "Architecture",
+    "Dense",
+    "ReLU",
+    "Identity",
+    "Activation",
+    "parse_architecture",
+    "ArchitectureError",
+    "InputError",
+    "ParameterError",
+    "AccuracyWarning",
+    "IllConditionedWarning",
+]

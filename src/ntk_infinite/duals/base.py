@@ -1,0 +1,74 @@
+"""The dual of an activation: the maps (T, Ṫ) of the infinite-width recursion.
+
+With (u, v) ~ N(0, [[q₁, c], [c, q₂]]) (Neal 1996; Lee et al. 2018; Jacot et al. 2018):
+
+.. math::
+
+    T(q_1, q_2, c) = E[\\phi(u)\\phi(v)], \\qquad \\dot T(q_1, q_2, c) = E[\\phi'(u)\\phi'(v)].
+
+A dual gives the engine three things:
+
+* ``point(q)``: per-point output variance T(q, q, q), the diagonal Ṫ(q, q, q), and any
+  per-point data the pair pass needs (``point_data``);
+* ``tile_source(name)``: Numba source of a tile function that maps the pair state
+  (ρ, sin²θ, Θ) of a tile through the activation in place (generated at compile time,
+  cached on disk);
+* NumPy references ``T(q1, q2, c)`` and ``Tdot(q1, q2, c)`` used by formulas, tests and
+  derivative computations.
+
+Tile function signature (all duals)::
+
+    tile_<name>(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, P1, P2, prm, want_ntk)
+
+``rho``/``sn2``/``t`` are (bi, bj) tile buffers; ``sqa``/``sqb`` the per-point √q at the
+layer input for the rows (X1) and columns (X2), ``*_out`` at its output; ``P1``/``P2``
+(K, n) per-point data; ``prm`` the dual's parameter vector; ``i0``/``j0`` the tile offsets.
+On return ``rho``/``sn2`` hold the output correlation and its sin², and ``t`` holds
+Ṫ·Θ (the affine layer that follows adds Σ).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Dual", "PointResult"]
+
+
+class PointResult:
+    """Per-point output of a dual: ``q_out`` (n,), ``tdot`` (n,), ``data`` (K, n) or None."""
+
+    __slots__ = ("q_out", "tdot", "data")
+
+    def __init__(self, q_out, tdot, data=None):
+        self.q_out = q_out
+        self.tdot = tdot
+        self.data = data
+
+
+class Dual:
+    """Base class. Subclasses set ``key`` (a string unique per generated code) and ``layer``."""
+
+    #: Unique identifier of the generated code (same key => same source).
+    key: str = ""
+    #: Parameter vector passed to the tile function.
+    params: np.ndarray = np.zeros(0)
+    #: Estimated relative error of (T, Ṫ) as computed by the engine.
+    error_estimate: float = 0.0
+    #: Human-readable name of the route ("closed form", "Hermite series", ...).
+    route: str = ""
+
+    def point(self, q: np.ndarray) -> PointResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def tile_source(self, name: str) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def T(self, q1, q2, c):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def Tdot(self, q1, q2, c):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def formula(self):
+        """(T, Ṫ) as sympy expressions in q1, q2, c (or a description for numerical routes)."""
+        raise NotImplementedError

@@ -1,0 +1,170 @@
+"""``compile``: architecture description -> immutable kernel program, and its evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .duals import resolve_dual
+from .engine import DEFAULT_TILE, Affine, Program, pair_pass, point_pass
+from .errors import ArchitectureError, InputError, as_input_array, check_param
+from .layers import ActivationLayer, Architecture, Dense, Identity, Layer, serial
+from .results import KernelDiag, Kernels, parse_get
+from .textform import parse_architecture
+
+__all__ = ["compile", "CompiledKernel"]
+
+
+def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - the public name is fixed
+    """Validate an architecture and compile it into an infinite-width kernel.
+
+    Parameters
+    ----------
+    arch : Architecture, sequence of layers, or str
+        A description built with :func:`~ntk_infinite.serial`, a list of layers, or the
+        one-line text form (see :mod:`ntk_infinite.textform`), e.g.
+        ``"Dense(1.5, 0.1) > ReLU > Dense(1.5, 0.1)"``.
+    tol : float
+        Relative accuracy requested from numerical (non closed-form) duals.
+
+    Returns
+    -------
+    CompiledKernel
+        ``kernel(X1, X2)`` gives the NNGP and NTK Gram matrices.
+
+    Examples
+    --------
+    >>> import numpy as np, ntk_infinite as nk
+    >>> kernel = nk.compile("Dense(1.5, 0.1) > ReLU > Dense(1.5, 0.1)")
+    >>> k = kernel(np.eye(3))
+    >>> k.nngp.shape, bool(np.allclose(k.nngp, k.nngp.T))
+    ((3, 3), True)
+    """
+    if isinstance(arch, str):
+        arch = parse_architecture(arch)
+    elif isinstance(arch, (list, tuple)):
+        arch = serial(*arch)
+    elif isinstance(arch, Layer):
+        arch = serial(arch)
+    elif not isinstance(arch, Architecture):
+        raise TypeError(
+            f"compile() expects an architecture (nk.serial(...)), a list of layers or its text form; "
+            f"got {type(arch).__name__}."
+        )
+    tol = check_param("compile", "tol", tol, low=0.0, low_open=True, high=1.0)
+    _validate(arch)
+    steps = []
+    for layer in arch:
+        if isinstance(layer, Dense):
+            steps.append(Affine(layer.w_std**2, layer.b_std**2))
+        elif isinstance(layer, Identity):
+            continue
+        else:
+            steps.append(resolve_dual(layer, tol))
+    return CompiledKernel(arch, Program(steps), tol)
+
+
+def _validate(arch: Architecture) -> None:
+    if len(arch) == 0:
+        raise ArchitectureError("The architecture is empty; it needs at least a Dense readout layer, e.g. serial(Dense()).")
+    previous = None  # last non-identity layer
+    for i, layer in enumerate(arch):
+        if isinstance(layer, ActivationLayer) and not isinstance(layer, Identity):
+            if not isinstance(previous, Dense):
+                where = "at the start" if previous is None else f"right after {previous!r}"
+                raise ArchitectureError(
+                    f"{layer!r} at position {i} comes {where}, but an activation needs an affine layer "
+                    "(Dense) before it: the infinite-width recursion acts on Gaussian pre-activations. "
+                    "Insert a Dense layer before it (or merge consecutive activations into one Activation)."
+                )
+        if not isinstance(layer, Identity):
+            previous = layer
+    if not isinstance(previous, Dense):
+        raise ArchitectureError(
+            f"The architecture must end in a Dense readout layer; it ends in {arch[-1]!r}. "
+            "Append nk.Dense(w_std=..., b_std=...) as the last layer."
+        )
+
+
+class CompiledKernel:
+    """An architecture compiled into its NNGP/NTK recursion. Immutable; call it on data.
+
+    Attributes
+    ----------
+    architecture : Architecture
+    program : Program
+        The resolved steps (``Affine`` and duals).
+    tol : float
+    """
+
+    def __init__(self, architecture: Architecture, program: Program, tol: float):
+        self.architecture = architecture
+        self.program = program
+        self.tol = tol
+
+    def __repr__(self):
+        return f"CompiledKernel({self.architecture.to_text() if _textual(self.architecture) else self.architecture!r})"
+
+    @property
+    def error_estimate(self) -> float:
+        """Largest relative error estimate reported by the numerical duals so far."""
+        return max([d.error_estimate for d in self.program.duals], default=0.0)
+
+    def __call__(self, X1, X2=None, *, get=("nngp", "ntk"), tile: int = DEFAULT_TILE, progress=None) -> Kernels:
+        r"""NNGP and NTK Gram matrices.
+
+        .. math::
+
+            \Sigma^0(x, x') = x\cdot x'/d, \quad \Theta^0 = 0, \quad
+            \Sigma \leftarrow \sigma_w^2\Sigma + \sigma_b^2,\; \Theta \leftarrow \sigma_w^2\Theta + \Sigma
+            \text{ (Dense)}, \quad
+            \Sigma \leftarrow T,\; \Theta \leftarrow \dot T\,\Theta \text{ (activation)}.
+
+        Parameters
+        ----------
+        X1 : (n1, d) array_like
+        X2 : (n2, d) array_like, optional
+            When omitted the kernel of X1 with itself is computed, one triangle only.
+        get : {"nngp", "ntk"} or tuple of them
+            Only what is asked for is computed (the NTK work is skipped for ``"nngp"``).
+        tile : int
+            Tile edge of the pair pass; results do not depend on it.
+        progress : callable(done, total), optional
+            Called after each chunk of tiles (used by the command line's progress bar).
+
+        Returns
+        -------
+        Kernels
+            ``.nngp`` and ``.ntk``, each (n1, n2) float64, or None when not requested.
+        """
+        want_nngp, want_ntk = parse_get(get)
+        X1 = as_input_array(X1, "X1")
+        if X2 is not None:
+            X2 = as_input_array(X2, "X2")
+            if X2.shape[1] != X1.shape[1]:
+                raise InputError(
+                    f"X2 has {X2.shape[1]} features but X1 has {X1.shape[1]}; pass arrays with the same "
+                    "number of columns."
+                )
+        tile = check_param("kernel", "tile", tile, low=1, integer=True)
+        total = {"done": 0}
+
+        def report(k, n):
+            total["done"] += k
+            progress(total["done"], n)
+
+        nngp, ntk, _ = pair_pass(
+            self.program, X1, X2, want_nngp, want_ntk, tile=tile, progress=report if progress else None
+        )
+        return Kernels(nngp=nngp, ntk=ntk)
+
+    def diag(self, X, *, get=("nngp", "ntk")) -> KernelDiag:
+        """Diagonals Σ(x, x) and Θ(x, x) for each row of X, in O(n·L)."""
+        want_nngp, want_ntk = parse_get(get)
+        X = as_input_array(X, "X")
+        q0 = np.einsum("ij,ij->i", X, X) / X.shape[1]
+        pts = point_pass(self.program, q0, want_data=False)
+        return KernelDiag(nngp=pts.nngp_diag if want_nngp else None, ntk=pts.ntk_diag if want_ntk else None)
+
+
+def _textual(arch) -> bool:
+    return all(getattr(layer, "textual", True) for layer in arch)

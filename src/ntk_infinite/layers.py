@@ -1,0 +1,302 @@
+"""Architecture descriptions: layers as immutable values.
+
+A layer is a frozen dataclass with a readable ``repr``, equality and hashing. An
+architecture is an :class:`Architecture`, a tuple of layers built by :func:`serial`.
+Nothing here computes a kernel: :func:`ntk_infinite.compile` turns a description into a
+program. Parameterisation and conventions follow neural-tangents (Novak et al. 2020),
+NTK parameterisation (Jacot et al. 2018).
+
+Every activation layer also carries its elementwise function ``fn`` and derivative ``dfn``
+as vectorised NumPy callables, so finite-width networks and reference integrals can be
+built from the same description.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from .errors import ArchitectureError, check_param
+
+__all__ = [
+    "Layer",
+    "Dense",
+    "ActivationLayer",
+    "ReLU",
+    "Identity",
+    "Activation",
+    "Architecture",
+    "serial",
+    "LAYER_REGISTRY",
+    "register_layer",
+]
+
+#: Lower-cased layer name -> layer class; the text form looks names up here.
+LAYER_REGISTRY: dict[str, type] = {}
+
+
+def register_layer(cls):
+    """Class decorator: make a layer available to the text form under its class name."""
+    LAYER_REGISTRY[cls.__name__.lower()] = cls
+    return cls
+
+
+class Layer:
+    """Base class of all layers (frozen dataclasses)."""
+
+    #: Whether the text form can express this layer (callables cannot be written as text).
+    textual: ClassVar[bool] = True
+
+    def to_text(self) -> str:
+        """This layer in the one-line text form, e.g. ``Dense(w_std=1.5, b_std=0.1)``."""
+        args = []
+        for f in dataclasses.fields(self):
+            if not f.init or not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.default is not dataclasses.MISSING and value == f.default:
+                continue
+            args.append(f"{f.name}={value!r}")
+        name = type(self).__name__
+        return f"{name}({', '.join(args)})" if args else name
+
+
+@register_layer
+@dataclass(frozen=True)
+class Dense(Layer):
+    r"""Fully connected layer in NTK parameterisation.
+
+    For a finite network of width ``width``, :math:`z = \frac{\sigma_w}{\sqrt{n_{in}}} W x + \sigma_b b`
+    with standard normal ``W`` and ``b``. In the infinite-width limit
+    (Jacot et al. 2018; Lee et al. 2019):
+
+    .. math::
+
+        \Sigma \leftarrow \sigma_w^2 \Sigma + \sigma_b^2, \qquad
+        \Theta \leftarrow \sigma_w^2 \Theta + \Sigma_{\text{new}}.
+
+    Parameters
+    ----------
+    w_std : float, >= 0
+        Weight standard deviation :math:`\sigma_w`.
+    b_std : float, >= 0
+        Bias standard deviation :math:`\sigma_b`.
+    width : int or None
+        Output width of a finite network built from this description; ignored by the
+        analytic kernels.
+    """
+
+    w_std: float = 1.0
+    b_std: float = 0.0
+    width: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "w_std", check_param("Dense", "w_std", self.w_std, low=0.0))
+        object.__setattr__(self, "b_std", check_param("Dense", "b_std", self.b_std, low=0.0))
+        if self.width is not None:
+            object.__setattr__(self, "width", check_param("Dense", "width", self.width, low=1, integer=True))
+
+
+class ActivationLayer(Layer):
+    """Base class for elementwise nonlinearities.
+
+    Subclasses provide ``fn(x)`` and ``dfn(x)`` (vectorised NumPy) and ``kinks``, the points
+    where ``fn`` is not smooth. The kernel compiler resolves each one to a *dual* (T, Ṫ).
+    """
+
+    kinks: ClassVar[tuple[float, ...]] = ()
+
+    def fn(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def dfn(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@register_layer
+@dataclass(frozen=True)
+class ReLU(ActivationLayer):
+    r"""Rectified linear unit :math:`\phi(x) = \max(x, 0)`.
+
+    Its dual is the first-order arc-cosine kernel (Cho & Saul 2009), derived symbolically:
+    :math:`T = \frac{\sqrt{q_1 q_2}}{2\pi}(\sin\theta + (\pi-\theta)\cos\theta)`,
+    :math:`\dot T = \frac{\pi-\theta}{2\pi}`.
+    """
+
+    kinks: ClassVar[tuple[float, ...]] = (0.0,)
+
+    def fn(self, x):
+        return np.maximum(x, 0.0)
+
+    def dfn(self, x):
+        return (np.asarray(x) > 0).astype(np.float64)
+
+
+@register_layer
+@dataclass(frozen=True)
+class Identity(ActivationLayer):
+    r"""The identity :math:`\phi(x) = x`; :math:`T = c`, :math:`\dot T = 1`."""
+
+    def fn(self, x):
+        return np.asarray(x, dtype=np.float64)
+
+    def dfn(self, x):
+        return np.ones_like(np.asarray(x, dtype=np.float64))
+
+
+@dataclass(frozen=True, eq=False)
+class Activation(ActivationLayer):
+    r"""Any elementwise activation given as a vectorised NumPy callable.
+
+    The dual is computed numerically (the Mehler/Hermite series route; see
+    :mod:`ntk_infinite.duals.series`), with an error estimate; a result that misses the
+    tolerance raises an :class:`~ntk_infinite.errors.AccuracyWarning`.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(x)`` elementwise on float64 arrays.
+    dfn : callable, optional
+        Its derivative. When omitted, :math:`\dot T` is obtained exactly from the
+        coefficients of ``fn`` by Gaussian integration by parts (Stein's lemma), which holds
+        for any absolutely continuous ``fn``.
+    name : str, optional
+        Used in the ``repr`` and in formulas.
+    kinks : tuple of float
+        Points where ``fn`` is not smooth (informational for the series route; the
+        quadrature reference splits there).
+
+    Two ``Activation`` layers are equal when they wrap the same callables, name and kinks.
+    """
+
+    textual: ClassVar[bool] = False
+
+    fn_: Callable = field(default=None, repr=False)
+    dfn_: Callable | None = field(default=None, repr=False)
+    name: str | None = None
+    kinks: tuple = ()
+
+    def __init__(self, fn: Callable, dfn: Callable | None = None, name: str | None = None, kinks=()):
+        if not callable(fn):
+            raise TypeError(
+                f"Activation expects a callable fn(x) working elementwise on NumPy arrays; got "
+                f"{type(fn).__name__}. Pass e.g. Activation(np.tanh)."
+            )
+        if dfn is not None and not callable(dfn):
+            raise TypeError(f"Activation's dfn must be callable or None; got {type(dfn).__name__}.")
+        object.__setattr__(self, "fn_", fn)
+        object.__setattr__(self, "dfn_", dfn)
+        object.__setattr__(self, "name", name if name is not None else getattr(fn, "__name__", "fn"))
+        kinks = tuple(float(check_param("Activation", "kinks", k)) for k in kinks)
+        object.__setattr__(self, "kinks", kinks)
+
+    def __repr__(self):
+        extra = f", kinks={self.kinks!r}" if self.kinks else ""
+        return f"Activation({self.name}{extra})"
+
+    def __eq__(self, other):
+        if not isinstance(other, Activation):
+            return NotImplemented
+        return (self.fn_, self.dfn_, self.name, self.kinks) == (other.fn_, other.dfn_, other.name, other.kinks)
+
+    def __hash__(self):
+        return hash((Activation, self.fn_, self.dfn_, self.name, self.kinks))
+
+    def fn(self, x):
+        return np.asarray(self.fn_(np.asarray(x, dtype=np.float64)), dtype=np.float64)
+
+    def dfn(self, x):
+        if self.dfn_ is not None:
+            return np.asarray(self.dfn_(np.asarray(x, dtype=np.float64)), dtype=np.float64)
+        return _numerical_derivative(self.fn_, np.asarray(x, dtype=np.float64))
+
+    def to_text(self) -> str:
+        raise ArchitectureError(
+            f"{self!r} wraps a Python callable, which the one-line text form cannot express; "
+            "use the Python API (nk.compile(nk.serial(...))) for this architecture."
+        )
+
+
+def _numerical_derivative(fn, x):
+    """Derivative of a vectorised callable: complex step when it accepts complex input
+    (exact to rounding for real-analytic functions), else a 6th-order central difference."""
+    h = 1e-30
+    try:
+        with np.errstate(all="ignore"):
+            val = np.asarray(fn(x + 1j * h))
+        if np.iscomplexobj(val) and np.isfinite(val).all() and np.any(val.imag != 0):
+            return np.asarray(val.imag / h, dtype=np.float64)
+    except Exception:
+        pass
+    s = 1e-3 * np.maximum(1.0, np.abs(x))
+
+    def f(y):
+        return np.asarray(fn(y), dtype=np.float64)
+
+    d1 = f(x + s) - f(x - s)
+    d2 = f(x + 2 * s) - f(x - 2 * s)
+    d3 = f(x + 3 * s) - f(x - 3 * s)
+    return (45 * d1 - 9 * d2 + d3) / (60 * s)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An immutable sequence of layers. Build it with :func:`serial`.
+
+    ``len(arch)``, iteration and indexing give the layers; ``arch.to_text()`` the one-line text
+    form that :func:`ntk_infinite.compile` and the command line accept.
+    """
+
+    layers: tuple
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, item):
+        return self.layers[item]
+
+    def __repr__(self):
+        return "serial(" + ", ".join(repr(layer) for layer in self.layers) + ")"
+
+    def to_text(self) -> str:
+        """The architecture as one line, e.g. ``Dense(w_std=1.5) > ReLU > Dense(w_std=1.5)``."""
+        return " > ".join(layer.to_text() for layer in self.layers)
+
+    @property
+    def depth(self) -> int:
+        """Number of hidden (activation) layers."""
+        return sum(isinstance(layer, ActivationLayer) for layer in self.layers)
+
+
+def serial(*layers) -> Architecture:
+    """Compose layers (or architectures, which are flattened) into an :class:`Architecture`.
+
+    Examples
+    --------
+    >>> import ntk_infinite as nk
+    >>> nk.serial(nk.Dense(1.5, 0.1), nk.ReLU(), nk.Dense(1.5, 0.1))
+    serial(Dense(w_std=1.5, b_std=0.1, width=None), ReLU(), Dense(w_std=1.5, b_std=0.1, width=None))
+    """
+    flat = []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Architecture):
+            flat.extend(layer.layers)
+        elif isinstance(layer, Layer):
+            flat.append(layer)
+        elif isinstance(layer, type) and issubclass(layer, Layer):
+            raise TypeError(
+                f"serial() argument {i} is the class {layer.__name__}, not a layer; instantiate it: "
+                f"{layer.__name__}()."
+            )
+        else:
+            raise TypeError(
+                f"serial() takes layers such as Dense(...) or ReLU(); argument {i} is "
+                f"{type(layer).__name__} ({layer!r})."
+            )
+    return Architecture(tuple(flat))

@@ -1,0 +1,56 @@
+"""Frozen result objects: named fields, never tuples whose length depends on a flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Kernels", "KernelDiag", "parse_get"]
+
+_GET_CHOICES = ("nngp", "ntk")
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """Gram matrices of one evaluation.
+
+    Attributes
+    ----------
+    nngp : (n1, n2) ndarray or None
+        The NNGP kernel Σ (None when not requested).
+    ntk : (n1, n2) ndarray or None
+        The NTK Θ (None when not requested).
+    """
+
+    nngp: np.ndarray | None
+    ntk: np.ndarray | None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        value = getattr(self, name)
+        if value is None:
+            raise KeyError(f"{name!r} was not computed; pass get={name!r} (or get=('nngp', 'ntk')).")
+        return value
+
+
+@dataclass(frozen=True)
+class KernelDiag:
+    """Per-point diagonals Σ(x, x) and Θ(x, x), each (n,) or None when not requested."""
+
+    nngp: np.ndarray | None
+    ntk: np.ndarray | None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return Kernels.__getitem__(self, name)
+
+
+def parse_get(get) -> tuple[bool, bool]:
+    """``get`` ("nngp", "ntk", or a tuple of them) -> (want_nngp, want_ntk)."""
+    names = (get,) if isinstance(get, str) else tuple(get) if get is not None else ()
+    bad = [g for g in names if g not in _GET_CHOICES]
+    if bad or not names:
+        raise ValueError(
+            f"get must be 'nngp', 'ntk' or a tuple of them; got {get!r}. For example "
+            "kernel(X, get='nngp') skips the NTK work."
+        )
+    return "nngp" in names, "ntk" in names

@@ -1,0 +1,198 @@
+"""Slow, obviously correct references, written independently of the engine.
+
+* :func:`naive_kernels`: plain loops over pairs and layers, the recursion exactly as in
+  DESIGN.md, with each activation's expectation from a textbook closed form (ReLU, typed
+  here from Cho & Saul 2009 / Jacot et al. 2018) or from ``scipy.integrate.dblquad``.
+* :func:`dblquad_T`, :func:`dblquad_Tdot`: E[φ(u)φ(v)] and E[φ'(u)φ'(v)] by adaptive 2-D
+  quadrature over the bivariate normal, written with a Cholesky factor.
+* :func:`mp_relu_kernels`: the ReLU recursion in mpmath at 50 significant digits, from the
+  exact binary values of the inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mpmath as mp
+import numpy as np
+from scipy import integrate
+
+import ntk_infinite as nk
+
+
+# ---------------------------------------------------------------- bivariate expectations
+def dblquad_expectation(f, g, q1, q2, c, epsabs=1e-13, epsrel=1e-12, limit=8.0, splits=(0.0,)):
+    """E[f(u) g(v)] for (u, v) ~ N(0, [[q1, c], [c, q2]]), by dblquad in standard coordinates.
+
+    u = √q1 z1, v = √q2 (ρ z1 + √(1-ρ²) z2). The z1 range is split at the kinks of f (in u)
+    so the adaptive rule sees smooth pieces.
+    """
+    if q1 == 0 or q2 == 0:
+        u0 = 0.0
+        if q1 == 0 and q2 == 0:
+            return float(f(np.array([0.0]))[0] * g(np.array([0.0]))[0])
+        if q1 == 0:
+            val, _ = integrate.quad(lambda z: g(np.array([math.sqrt(q2) * z]))[0] * _phi(z), -limit, limit,
+                                    epsabs=epsabs, epsrel=epsrel, limit=200)
+            return float(f(np.array([u0]))[0] * val)
+        val, _ = integrate.quad(lambda z: f(np.array([math.sqrt(q1) * z]))[0] * _phi(z), -limit, limit,
+                                epsabs=epsabs, epsrel=epsrel, limit=200)
+        return float(g(np.array([u0]))[0] * val)
+    rho = max(-1.0, min(1.0, c / math.sqrt(q1 * q2)))
+    s = math.sqrt(max(0.0, 1.0 - rho * rho))
+    a, b = math.sqrt(q1), math.sqrt(q2)
+    if s < 1e-13:  # degenerate: v = sign(ρ) (b/a) u
+        val, _ = integrate.quad(
+            lambda z: f(np.array([a * z]))[0] * g(np.array([math.copysign(b, rho) * z]))[0] * _phi(z),
+            -limit, limit, epsabs=epsabs, epsrel=epsrel, limit=400, points=[0.0])
+        return float(val)
+
+    def inner(z1):
+        fu = f(np.array([a * z1]))[0]
+        if fu == 0.0:
+            return 0.0
+        # split z2 where v crosses a kink of g
+        pts = sorted({(k / b - rho * z1) / s for k in splits if abs((k / b - rho * z1) / s) < limit})
+        val, _ = integrate.quad(lambda z2: g(np.array([b * (rho * z1 + s * z2)]))[0] * _phi(z2), -limit, limit,
+                                epsabs=epsabs * 1e-2, epsrel=epsrel * 1e-2, limit=400, points=pts or None)
+        return fu * val * _phi(z1)
+
+    edges = sorted({-limit, limit, *[k / a for k in splits if abs(k / a) < limit]})
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        val, _ = integrate.quad(inner, lo, hi, epsabs=epsabs, epsrel=epsrel, limit=400)
+        total += val
+    return float(total)
+
+
+def _phi(z):
+    return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+def dblquad_T(fn, q1, q2, c, **kw):
+    return dblquad_expectation(fn, fn, q1, q2, c, **kw)
+
+
+def dblquad_Tdot(dfn, q1, q2, c, **kw):
+    return dblquad_expectation(dfn, dfn, q1, q2, c, **kw)
+
+
+# ---------------------------------------------------------------- textbook ReLU dual
+def relu_T(q1, q2, c):
+    """Arc-cosine kernel of order 1 (Cho & Saul 2009), typed independently of the library."""
+    r = math.sqrt(q1 * q2)
+    if r == 0:
+        return 0.0
+    th = math.acos(max(-1.0, min(1.0, c / r)))
+    return r * (math.sin(th) + (math.pi - th) * math.cos(th)) / (2 * math.pi)
+
+
+def relu_Tdot(q1, q2, c):
+    r = math.sqrt(q1 * q2)
+    if r == 0:
+        return 0.5
+    th = math.acos(max(-1.0, min(1.0, c / r)))
+    return (math.pi - th) / (2 * math.pi)
+
+
+# ---------------------------------------------------------------- the naive recursion
+def _pair_recursion(layers, x1, x2, expectation):
+    d = x1.shape[0]
+    q1 = float(np.dot(x1, x1)) / d
+    q2 = float(np.dot(x2, x2)) / d
+    c = float(np.dot(x1, x2)) / d
+    theta = 0.0
+    for layer in layers:
+        if isinstance(layer, nk.Dense):
+            w2, b2 = layer.w_std**2, layer.b_std**2
+            q1, q2, c = w2 * q1 + b2, w2 * q2 + b2, w2 * c + b2
+            theta = w2 * theta + c
+        elif isinstance(layer, nk.Identity):
+            continue
+        else:
+            T, Td = expectation(layer, q1, q2, c)
+            Tq1, _ = expectation(layer, q1, q1, q1)
+            Tq2, _ = expectation(layer, q2, q2, q2)
+            theta = Td * theta
+            q1, q2, c = Tq1, Tq2, T
+    return c, theta
+
+
+def default_expectation(layer, q1, q2, c):
+    if isinstance(layer, nk.ReLU):
+        return relu_T(q1, q2, c), relu_Tdot(q1, q2, c)
+    return dblquad_T(layer.fn, q1, q2, c, splits=layer.kinks or (0.0,)), dblquad_Tdot(
+        layer.dfn, q1, q2, c, splits=layer.kinks or (0.0,))
+
+
+def naive_kernels(arch, X1, X2=None, expectation=default_expectation):
+    """(nngp, ntk) by a double loop over pairs; slow, for small inputs only."""
+    X1 = np.asarray(X1, dtype=float)
+    X2 = X1 if X2 is None else np.asarray(X2, dtype=float)
+    n1, n2 = X1.shape[0], X2.shape[0]
+    S, T = np.empty((n1, n2)), np.empty((n1, n2))
+    for i in range(n1):
+        for j in range(n2):
+            S[i, j], T[i, j] = _pair_recursion(list(arch), X1[i], X2[j], expectation)
+    return S, T
+
+
+# ---------------------------------------------------------------- mpmath ReLU reference
+def mp_relu_kernels(arch, x1, x2, dps=50):
+    """(Σ, Θ) for one pair through a Dense/ReLU network in mpmath, exact from the float inputs."""
+    with mp.workdps(dps):
+        x1 = [mp.mpf(float(v)) for v in x1]
+        x2 = [mp.mpf(float(v)) for v in x2]
+        d = len(x1)
+        q1 = mp.fsum(a * a for a in x1) / d
+        q2 = mp.fsum(b * b for b in x2) / d
+        c = mp.fsum(a * b for a, b in zip(x1, x2)) / d
+        th = mp.mpf(0)
+        for layer in arch:
+            if isinstance(layer, nk.Dense):
+                w2, b2 = mp.mpf(layer.w_std) ** 2, mp.mpf(layer.b_std) ** 2
+                q1, q2, c = w2 * q1 + b2, w2 * q2 + b2, w2 * c + b2
+                th = w2 * th + c
+            elif isinstance(layer, nk.ReLU):
+                r = mp.sqrt(q1 * q2)
+                if r == 0:
+                    T, Td = mp.mpf(0), mp.mpf(1) / 2
+                else:
+                    rho = c / r
+                    rho = max(mp.mpf(-1), min(mp.mpf(1), rho))
+                    ang = mp.acos(rho)
+                    T = r * (mp.sin(ang) + (mp.pi - ang) * mp.cos(ang)) / (2 * mp.pi)
+                    Td = (mp.pi - ang) / (2 * mp.pi)
+                th = Td * th
+                q1, q2, c = q1 / 2, q2 / 2, T
+            elif isinstance(layer, nk.Identity):
+                continue
+            else:
+                raise TypeError(f"mp_relu_kernels handles Dense/ReLU only, not {layer!r}")
+        return float(c), float(th)
+
+
+def numpy_vectorised_relu_kernels(arch, X1, X2=None):
+    """Plain-NumPy vectorised recursion for Dense/ReLU networks (the benchmark baseline).
+
+    Whole (n1, n2) matrices per layer with ``np.arccos``: what one writes without a compiler.
+    """
+    X2 = X1 if X2 is None else X2
+    d = X1.shape[1]
+    S = X1 @ X2.T / d
+    q1 = np.einsum("ij,ij->i", X1, X1) / d
+    q2 = np.einsum("ij,ij->i", X2, X2) / d
+    T = np.zeros_like(S)
+    for layer in arch:
+        if isinstance(layer, nk.Dense):
+            w2, b2 = layer.w_std**2, layer.b_std**2
+            S = w2 * S + b2
+            q1, q2 = w2 * q1 + b2, w2 * q2 + b2
+            T = w2 * T + S
+        elif isinstance(layer, nk.ReLU):
+            r = np.sqrt(np.outer(q1, q2))
+            th = np.arccos(np.clip(S / r, -1.0, 1.0))
+            T = T * (np.pi - th) / (2 * np.pi)
+            S = r * (np.sin(th) + (np.pi - th) * np.cos(th)) / (2 * np.pi)
+            q1, q2 = q1 / 2, q2 / 2
+    return S, T
