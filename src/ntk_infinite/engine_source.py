@@ -98,20 +98,23 @@ def pair_pass(src, out_s, out_t, X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, PP1, PP2
                 affine_tile(rho, sn2, t, i0, j0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], wb[l, 0], wb[l, 1],
                             want_ntk)
 __DISPATCH__
-        mirror = symmetric and i0 != j0
+        # Symmetric case: keep the lower triangle (ia >= jb) and mirror it, so the result is
+        # exactly symmetric even inside diagonal tiles.
         for a in range(bi):
             ia = i0 + a
             sa = SQ1[L, ia]
             for b in range(bj):
                 jb = j0 + b
+                if symmetric and ia < jb:
+                    continue
                 if want_nngp:
                     v = rho[a, b] * (sa * SQ2[L, jb])
                     out_s[ia, jb] = v
-                    if mirror:
+                    if symmetric:
                         out_s[jb, ia] = v
                 if want_ntk:
                     out_t[ia, jb] = t[a, b]
-                    if mirror:
+                    if symmetric:
                         out_t[jb, ia] = t[a, b]
 '''
 

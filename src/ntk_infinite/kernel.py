@@ -157,6 +157,18 @@ class CompiledKernel:
         )
         return Kernels(nngp=nngp, ntk=ntk)
 
+    def formula(self):
+        """The recursion layer by layer as sympy expressions (see :mod:`ntk_infinite.formula`)."""
+        from .formula import kernel_formula
+
+        return kernel_formula(self)
+
+    def latex(self) -> str:
+        """LaTeX rendering of :meth:`formula`."""
+        from .formula import kernel_latex
+
+        return kernel_latex(self)
+
     def diag(self, X, *, get=("nngp", "ntk")) -> KernelDiag:
         """Diagonals Σ(x, x) and Θ(x, x) for each row of X, in O(n·L)."""
         want_nngp, want_ntk = parse_get(get)
