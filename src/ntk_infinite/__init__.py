@@ -21,6 +21,8 @@ from .kernel import CompiledKernel, compile  # noqa: E402
 from .layers import Activation, Architecture, Dense, Identity, ReLU, serial  # noqa: E402
 from .results import KernelDiag, Kernels  # noqa: E402
 from .textform import parse_architecture  # noqa: E402
+from . import predict  # noqa: E402
+from .selection import select  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -40,4 +42,20 @@ __all__ = [
     "ParameterError",
     "AccuracyWarning",
     "IllConditionedWarning",
+    "predict",
+    "select",
 ]
+
+
+def __getattr__(name):
+    """Optional scikit-learn parts, imported on first use: ``nk.KernelRegressor``,
+    ``nk.KernelClassifier`` and the ``nk.sklearn`` GP kernels."""
+    if name in ("KernelRegressor", "KernelClassifier"):
+        from . import estimators
+
+        return getattr(estimators, name)
+    if name == "sklearn":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.sklearn")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
