@@ -3,7 +3,8 @@
 * Point pass, O(n·L), NumPy: each input's variance q_l(x) through all layers, the NTK
   diagonal, and any per-point data a dual needs (e.g. Hermite coefficients).
 * Pair pass, O(n₁·n₂·L), Numba: Σ⁰ for all pairs by one BLAS product written straight into
-  an output buffer, then tiles of pairs in parallel, the whole recursion per entry,
+  an output buffer, then tiles of pairs in parallel (``numba.get_num_threads()`` threads
+  running the GIL-free jitted tile loop on chunks of tiles), the whole recursion per entry,
   written back in place. In the symmetric case only the lower triangle of tiles is
   computed (``dsyrk`` fills Σ⁰'s lower triangle) and mirrored.
 
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 from scipy.linalg.blas import dsyrk
 
@@ -64,7 +68,7 @@ class Program:
                 fname = f"tile_{dual.key}".replace("-", "_")
                 sources.append((self._codes[dual.key], fname, dual.tile_source(fname)))
             self._module = load_module(build_engine_source(sources), prefix="engine")
-        return self._module.pair_pass
+        return self._module.pair_tiles
 
 
 @dataclass(frozen=True)
@@ -164,31 +168,28 @@ def pair_pass(
     dummy = np.empty((1, 1))
     tiles = _tiles(n1, n2, tile, symmetric)
     engine = program.engine
-    chunks = [tiles] if progress is None else np.array_split(tiles, min(len(tiles), 50))
-    for chunk in chunks:
-        engine(
-            src,
-            out_s if want_nngp else dummy,
-            out_t if want_ntk else dummy,
-            X1,
-            Xb,
-            inv1,
-            inv2,
-            np.ascontiguousarray(SQ1),
-            np.ascontiguousarray(SQ2),
-            program.ops,
-            program.wb,
-            np.ascontiguousarray(PP1),
-            np.ascontiguousarray(PP2),
-            pts.params,
-            np.ascontiguousarray(chunk),
-            tile,
-            want_nngp,
-            want_ntk,
-            symmetric,
-        )
-        if progress is not None:
-            progress(len(chunk), len(tiles))
+    args_before = (src, out_s if want_nngp else dummy, out_t if want_ntk else dummy, X1, Xb, inv1, inv2,
+                   np.ascontiguousarray(SQ1), np.ascontiguousarray(SQ2), program.ops, program.wb,
+                   np.ascontiguousarray(PP1), np.ascontiguousarray(PP2), pts.params)
+
+    def run(chunk):
+        engine(*args_before, chunk, tile, want_nngp, want_ntk, symmetric)
+        return len(chunk)
+
+    n_threads = max(1, min(numba.get_num_threads(), len(tiles)))
+    # Several chunks per thread balance the load (edge tiles are smaller) and pace the progress bar.
+    n_chunks = min(len(tiles), n_threads * 8 if (n_threads > 1 or progress is not None) else 1)
+    chunks = [np.ascontiguousarray(c) for c in np.array_split(tiles, n_chunks)]
+    if n_threads == 1:
+        results = map(run, chunks)
+        for done in results:
+            if progress is not None:
+                progress(done, len(tiles))
+    else:
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            for done in pool.map(run, chunks):
+                if progress is not None:
+                    progress(done, len(tiles))
     if symmetric:
         idx = np.arange(n1)
         if want_nngp:

@@ -1,10 +1,13 @@
 """Source template of the jitted pair pass, specialised to the duals of one program.
 
-The generated ``pair_pass`` runs, in parallel over tiles (``numba.prange``), the whole
-recursion of every entry of a tile: initial normalised state from Σ⁰ (already in the output
+The generated ``pair_tiles`` runs, for a list of tiles, the whole recursion of every
+entry of a tile: initial normalised state from Σ⁰ (already in the output
 buffer, from one BLAS product), then each layer in turn over the tile (the layer switch
 sits outside the entry loops so those loops are branch-free and vectorise), then writes
-Σ and Θ in place, mirroring off-diagonal tiles in the symmetric case.
+Σ and Θ in place, mirroring off-diagonal tiles in the symmetric case. It releases the GIL
+(``nogil=True``); :mod:`ntk_infinite.engine` runs chunks of tiles on a thread pool. (A
+``numba.prange`` loop does the same work at the same speed but added ~12 s to the
+compilation of every new engine, which each new combination of activations needs.)
 
 Pair state per entry: ρ = Σ/√(q₁q₂), sn2 = sin²θ = 1 − ρ² (carried without cancellation),
 and Θ. Per point: √q before and after every layer.
@@ -19,7 +22,7 @@ import math
 import numpy as np
 import numba as nb
 from ntk_infinite._numerics import (JIT_OPTIONS, JIT_INLINE, TINY, angle_pair, one_minus_rho,
-                                    one_plus_rho, affine_pair)
+                                    one_plus_rho, affine_pair, reciprocal)
 SERIES_SWITCH = __SWITCH__
 NEAR_COLLINEAR = 1e-4
 
@@ -28,17 +31,27 @@ NEAR_COLLINEAR = 1e-4
 def init_tile(rho, sn2, t, src, i0, j0, X1, X2, inv1, inv2, sqa, sqb, symmetric, want_ntk):
     bi, bj = rho.shape
     d = X1.shape[1]
+    invb = np.empty(bj)
+    for b in range(bj):
+        invb[b] = reciprocal(sqb[j0 + b])
+    diagonal_tile = symmetric and i0 == j0
     for a in range(bi):
         ia = i0 + a
+        inva = reciprocal(sqa[ia])
+        if diagonal_tile:  # only the lower triangle of src holds Sigma^0
+            for b in range(bj):
+                jb = j0 + b
+                rho[a, b] = src[ia, jb] if ia >= jb else src[jb, ia]
+        else:
+            for b in range(bj):
+                rho[a, b] = src[ia, j0 + b]
         for b in range(bj):
-            jb = j0 + b
-            c = src[ia, jb] if (not symmetric or ia >= jb) else src[jb, ia]
-            r = sqa[ia] * sqb[jb]
-            p = c / max(r, TINY)
+            p = rho[a, b] * (inva * invb[b])
             p = min(max(p, -1.0), 1.0)
             rho[a, b] = p
             sn2[a, b] = (1.0 - p) * (1.0 + p)
-            if want_ntk:
+        if want_ntk:
+            for b in range(bj):
                 t[a, b] = 0.0
     # Nearly parallel or antiparallel pairs: 1 - rho^2 from the dot product has lost its
     # digits, recompute sin^2 from |a-b| |a+b| / 2 of the unit vectors (no cancellation).
@@ -64,26 +77,49 @@ def init_tile(rho, sn2, t, src, i0, j0, X1, X2, inv1, inv2, sqa, sqb, symmetric,
 @nb.njit(**JIT_INLINE)
 def affine_tile(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, w2, b2, want_ntk):
     bi, bj = rho.shape
+    invb = np.empty(bj)
+    for b in range(bj):
+        invb[b] = reciprocal(sqb_out[j0 + b])
     for a in range(bi):
         sa = sqa[i0 + a]
-        sao = sqa_out[i0 + a]
-        for b in range(bj):
-            p, s2, c_new = affine_pair(rho[a, b], sn2[a, b], sa, sqb[j0 + b], sao, sqb_out[j0 + b], w2, b2)
-            rho[a, b] = p
-            sn2[a, b] = s2
-            if want_ntk:
+        inva = reciprocal(sqa_out[i0 + a])
+        if want_ntk:
+            for b in range(bj):
+                p, s2, c_new = affine_pair(rho[a, b], sn2[a, b], sa, sqb[j0 + b], inva * invb[b], w2, b2)
+                rho[a, b] = p
+                sn2[a, b] = s2
                 t[a, b] = w2 * t[a, b] + c_new
+        else:
+            for b in range(bj):
+                p, s2, c_new = affine_pair(rho[a, b], sn2[a, b], sa, sqb[j0 + b], inva * invb[b], w2, b2)
+                rho[a, b] = p
+                sn2[a, b] = s2
+
+
+@nb.njit(**JIT_INLINE)
+def store_tile(out, values, i0, j0, symmetric):
+    """Write a tile; in the symmetric case mirror its strict lower part (row-contiguous writes)."""
+    bi, bj = values.shape
+    for a in range(bi):
+        for b in range(bj):
+            out[i0 + a, j0 + b] = values[a, b]
+    if symmetric:
+        for b in range(bj):
+            jb = j0 + b
+            for a in range(bi):
+                if i0 + a > jb:
+                    out[jb, i0 + a] = values[a, b]
 '''
 
 _PAIR_PASS = '''
 
-@nb.njit(parallel=True, **JIT_OPTIONS)
-def pair_pass(src, out_s, out_t, X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, PP1, PP2, PRM, tiles, tile,
-              want_nngp, want_ntk, symmetric):
+@nb.njit(nogil=True, **JIT_OPTIONS)
+def pair_tiles(src, out_s, out_t, X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, PP1, PP2, PRM, tiles, tile,
+               want_nngp, want_ntk, symmetric):
     n1 = src.shape[0]
     n2 = src.shape[1]
     L = ops.shape[0]
-    for it in nb.prange(tiles.shape[0]):
+    for it in range(tiles.shape[0]):
         i0 = tiles[it, 0]
         j0 = tiles[it, 1]
         bi = min(tile, n1 - i0)
@@ -98,24 +134,14 @@ def pair_pass(src, out_s, out_t, X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, PP1, PP2
                 affine_tile(rho, sn2, t, i0, j0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], wb[l, 0], wb[l, 1],
                             want_ntk)
 __DISPATCH__
-        # Symmetric case: keep the lower triangle (ia >= jb) and mirror it, so the result is
-        # exactly symmetric even inside diagonal tiles.
-        for a in range(bi):
-            ia = i0 + a
-            sa = SQ1[L, ia]
-            for b in range(bj):
-                jb = j0 + b
-                if symmetric and ia < jb:
-                    continue
-                if want_nngp:
-                    v = rho[a, b] * (sa * SQ2[L, jb])
-                    out_s[ia, jb] = v
-                    if symmetric:
-                        out_s[jb, ia] = v
-                if want_ntk:
-                    out_t[ia, jb] = t[a, b]
-                    if symmetric:
-                        out_t[jb, ia] = t[a, b]
+        if want_nngp:
+            for a in range(bi):
+                sa = SQ1[L, i0 + a]
+                for b in range(bj):
+                    rho[a, b] = rho[a, b] * (sa * SQ2[L, j0 + b])
+            store_tile(out_s, rho, i0, j0, symmetric)
+        if want_ntk:
+            store_tile(out_t, t, i0, j0, symmetric)
 '''
 
 _DISPATCH_CASE = '''            elif op == {code}:

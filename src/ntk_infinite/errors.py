@@ -122,6 +122,6 @@ def as_input_array(X, name: str = "X") -> np.ndarray:
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise InputError(
             f"{name} contains NaN or infinite values (first at row {bad[0]}, column {bad[1]}: "
-            f"{arr[bad[0], bad[1]]!r}); the kernels need finite inputs. Remove or impute them first."
+            f"{float(arr[bad[0], bad[1]])!r}); the kernels need finite inputs. Remove or impute them first."
         )
     return arr
