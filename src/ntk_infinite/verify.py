@@ -1,0 +1,651 @@
+r"""Verification of the analytic kernels against finite networks, and ``ntk-infinite verify``.
+
+Three properties, each measured on real finite networks (:mod:`ntk_infinite.empirical`):
+
+1. **Kernel convergence.** The per-network relative Frobenius error of the empirical NNGP and
+   NTK, :math:`\|\hat K_\theta - K\|_F/\|K\|_F`, is a Monte-Carlo fluctuation of variance
+   O(1/n) (Jacot et al. 2018; Hanin & Nica 2020), so its root mean square over seeds falls
+   as :math:`n^{-1/2}`: the fitted log-log slope must be −0.5 ± 0.1. The mean over S seeds
+   must agree with the analytic kernel to within its standard error: the statistic
+   :math:`z = \|\bar K - K\|_F / \mathrm{SE}_F` with :math:`\mathrm{SE}_F^2 = \sum_{ij}
+   \hat\sigma^2_{ij}/S` is compared with a Student-t critical value for S − 1 degrees of
+   freedom at a false-alarm rate of 1e-3 (a single dominant mode is the worst case).
+2. **Trained networks.** A network trained by gradient flow matches the analytic predictor
+   given its own initial function,
+   :math:`f_t = f_0 - \Theta_*\Theta^{-1}(I - e^{-\eta\Theta t})(f_0 - Y)` (Lee et al. 2019),
+   with a deviation that falls at least as fast as :math:`n^{-1/2}`, and the mean over seeds
+   matches :math:`\mu_t = \Theta_*\Theta^{-1}(I - e^{-\eta\Theta t})Y` within the standard error
+   given by the analytic covariance over initialisations (Bonferroni over test points).
+3. **Lazy training.** :math:`\|\hat\Theta_T - \hat\Theta_0\|_F/\|\hat\Theta_0\|_F` and
+   :math:`\|\theta_T-\theta_0\|/\|\theta_0\|` fall at least as fast as :math:`n^{-1/2}` (the bound of
+   Lee et al. 2019, Theorem 2.1); measured slopes are steeper (about −1 for the parameters of
+   networks with a hidden-to-hidden layer, whose norm grows like n, and between −0.75 and −1
+   for the kernel, cf. Dyer & Gur-Ari 2019). With an output scale α (Chizat, Oyallon &
+   Bach 2019) the same changes fall like 1/α.
+
+Slopes are least-squares fits of log RMS error on log width; their standard errors come
+from a bootstrap over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .empirical import FiniteNetwork, as_architecture, thin_blas
+from .errors import InputError, ParameterError, as_input_array, check_param
+from .predict import gd_mse_from_gram
+from .training import train
+
+__all__ = [
+    "SlopeFit",
+    "fit_slope",
+    "KernelConvergence",
+    "kernel_convergence",
+    "TrainingAgreement",
+    "training_agreement",
+    "OutputScaleSweep",
+    "output_scale_sweep",
+    "sample_data",
+    "register",
+]
+
+#: Expected log-log slope of a Monte-Carlo fluctuation of variance O(1/width).
+EXPECTED_SLOPE = -0.5
+#: Allowed deviation of a fitted slope from EXPECTED_SLOPE (the issue's ±0.1).
+SLOPE_TOL = 0.1
+#: False-alarm rate of the agreement tests (two-sided, per test).
+FALSE_ALARM = 1e-3
+#: Bootstrap resamples for slope standard errors.
+BOOTSTRAP = 400
+DEFAULT_WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
+DEFAULT_TRAIN_WIDTHS = (64, 128, 256, 512, 1024)
+DEFAULT_ARCH = "Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1)"
+
+
+# ---------------------------------------------------------------------- slopes
+@dataclass(frozen=True)
+class SlopeFit:
+    """A least-squares fit log y = a + slope·log x, with a bootstrap standard error."""
+
+    slope: float
+    intercept: float
+    stderr: float
+
+    def within(self, target: float, tol: float) -> bool:
+        return abs(self.slope - target) <= tol
+
+    def __str__(self):
+        return f"{self.slope:+.3f} ± {self.stderr:.3f}"
+
+
+def fit_slope(x, samples, *, seed: int = 0, bootstrap: int = BOOTSTRAP) -> SlopeFit:
+    r"""Fit the log-log slope of the root mean square of ``samples`` against ``x``.
+
+    Parameters
+    ----------
+    x : (W,) array_like
+        Widths (or output scales).
+    samples : (W, S) array_like
+        Per-seed values (e.g. relative errors); the fitted quantity is
+        :math:`\sqrt{\overline{v^2}}` per row.
+
+    .. math::
+
+        \log \mathrm{rms}_w = a + s \log x_w, \qquad s = \frac{\sum (u - \bar u)(v - \bar v)}{\sum (u-\bar u)^2}.
+
+    The standard error is the spread of ``s`` over bootstrap resamples of the seeds.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    v = np.asarray(samples, dtype=np.float64)
+    if v.ndim != 2 or v.shape[0] != x.size or x.size < 2:
+        raise ParameterError(f"fit_slope needs samples of shape (len(x) >= 2, S); got x {x.shape}, samples {v.shape}.")
+    u = np.log(x)
+    uc = u - u.mean()
+
+    def slope_of(vals):
+        y = np.log(np.sqrt(np.mean(vals**2, axis=-1)))
+        return (y - y.mean(axis=-1, keepdims=True)) @ uc / (uc @ uc), y
+
+    s, y = slope_of(v)
+    a = float(y.mean() - s * u.mean())
+    S = v.shape[1]
+    se = 0.0
+    if S > 1 and bootstrap:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, S, size=(bootstrap, v.shape[0], S))
+        boot = np.take_along_axis(v[None, :, :].repeat(bootstrap, axis=0), idx, axis=2)
+        se = float(np.std(slope_of(boot)[0], ddof=1))
+    return SlopeFit(float(s), a, se)
+
+
+def _t_critical(dof: int, alpha: float = FALSE_ALARM) -> float:
+    from scipy import stats
+
+    return float(stats.t.isf(alpha / 2, max(dof, 1)))
+
+
+def _rng_seed(*key) -> np.random.SeedSequence:
+    return np.random.SeedSequence([int(k) for k in key])
+
+
+# ---------------------------------------------------------------------- property 1
+@dataclass(frozen=True)
+class KernelConvergence:
+    """Empirical vs analytic kernel over widths (property 1), for one kernel.
+
+    Attributes
+    ----------
+    kernel : str
+        ``"nngp"`` or ``"ntk"``.
+    widths : tuple of int
+    errors : (W, S) ndarray
+        Relative Frobenius error of each seed's network.
+    mean_error : (W,) ndarray
+        Relative error of the mean over seeds.
+    z : (W,) ndarray
+        :math:`\\|\\bar K - K\\|_F / \\mathrm{SE}_F`.
+    resolution : (W,) ndarray
+        Smallest relative discrepancy the test detects: ``z_critical · SE_F / ‖K‖_F``.
+    z_critical : float
+    fit : SlopeFit
+    """
+
+    kernel: str
+    widths: tuple
+    errors: np.ndarray
+    mean_error: np.ndarray
+    z: np.ndarray
+    resolution: np.ndarray
+    z_critical: float
+    fit: SlopeFit
+    exact: bool = False
+
+    @property
+    def rms_error(self) -> np.ndarray:
+        return np.sqrt(np.mean(self.errors**2, axis=1))
+
+    @property
+    def slope_ok(self) -> bool:
+        return self.exact or self.fit.within(EXPECTED_SLOPE, SLOPE_TOL)
+
+    @property
+    def agreement_ok(self) -> bool:
+        return self.exact or bool(self.z[-1] <= self.z_critical)
+
+    @property
+    def passed(self) -> bool:
+        return self.slope_ok and self.agreement_ok
+
+
+def kernel_convergence(arch, X, *, widths=DEFAULT_WIDTHS, samples: int = 16, analytic=None,
+                       seed: int = 0, progress=None) -> dict:
+    """Property 1 on inputs ``X``: ``{"nngp": KernelConvergence, "ntk": KernelConvergence}``.
+
+    Parameters
+    ----------
+    arch : architecture, list of layers or str
+    X : (n, d) array_like
+    widths : sequence of int
+        Hidden widths (at least 2).
+    samples : int
+        Networks per width (S >= 2).
+    analytic : Kernels, optional
+        The analytic kernels on ``X`` to check (default ``nk.compile(arch)(X)``).
+    seed : int
+        Root of the seeds; network s at width w uses ``SeedSequence([seed, w, s])``.
+    progress : callable(done, total), optional
+    """
+    from .kernel import compile as compile_kernel
+
+    arch = as_architecture(arch)
+    X = as_input_array(X, "X")
+    widths = _check_widths(widths)
+    samples = check_param("kernel_convergence", "samples", samples, low=2, integer=True)
+    if analytic is None:
+        analytic = compile_kernel(arch)(X)
+    targets = {"nngp": np.asarray(analytic.nngp), "ntk": np.asarray(analytic.ntk)}
+    per = {name: np.empty((len(widths), samples)) for name in targets}
+    means = {name: [] for name in targets}
+    ses = {name: [] for name in targets}
+    total, done = len(widths) * samples, 0
+    with thin_blas():
+        for wi, width in enumerate(widths):
+            net = FiniteNetwork(arch, X.shape[1], width=width)
+            stacks = {name: [] for name in targets}
+            for s in range(samples):
+                theta = net.init(_rng_seed(seed, width, s))
+                stacks["nngp"].append(net.nngp(theta, X))
+                stacks["ntk"].append(net.ntk_per_output(theta, X))
+                del theta
+                done += 1
+                if progress:
+                    progress(done, total)
+            for name, K in targets.items():
+                st = np.stack(stacks[name])
+                norm = np.linalg.norm(K)
+                per[name][wi] = np.linalg.norm(st - K, axis=(1, 2)) / norm
+                means[name].append(st.mean(axis=0))
+                ses[name].append(math.sqrt(float(np.sum(st.var(axis=0, ddof=1))) / samples))
+    zc = _t_critical(samples - 1)
+    out = {}
+    for name, K in targets.items():
+        norm = np.linalg.norm(K)
+        mean_err = np.array([np.linalg.norm(m - K) / norm for m in means[name]])
+        se = np.array(ses[name])
+        exact = bool(np.all(per[name] <= 1e-12))  # no random hidden layer: nothing to converge
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(exact, 0.0, mean_err * norm / se)
+        fit = SlopeFit(float("nan"), float("nan"), 0.0) if exact else fit_slope(widths, per[name], seed=seed)
+        out[name] = KernelConvergence(name, widths, per[name], mean_err, z, zc * se / norm, zc, fit, exact)
+    return out
+
+
+def _check_widths(widths) -> tuple:
+    widths = tuple(check_param("verify", "widths", w, low=1, integer=True) for w in widths)
+    if len(set(widths)) < 2:
+        raise ParameterError(
+            f"A slope needs at least two different widths; got {widths!r}. Pass e.g. widths=(64, 256, 1024)."
+        )
+    return tuple(sorted(set(widths)))
+
+
+# ---------------------------------------------------------------------- properties 2 and 3
+@dataclass(frozen=True)
+class TrainingAgreement:
+    """Trained finite networks vs the analytic predictor (property 2) and laziness (property 3).
+
+    All per-seed arrays are (W, S).
+
+    Attributes
+    ----------
+    widths : tuple of int
+    eta_t : float
+        η·t of the training.
+    deviation : ndarray
+        ‖f_net − f_t‖/‖f_t‖ on the test points, f_t the analytic predictor (analytic Θ)
+        given the network's initial function.
+    linearized_deviation : ndarray
+        The same against the network's own linearisation (empirical Θ̂₀).
+    mean_z : (W,) ndarray
+        max over test points of |mean_s f_net − μ_t| / SE, SE from the analytic covariance.
+    z_critical : float
+    ntk_change, param_change : ndarray
+        ‖Θ̂_T − Θ̂₀‖_F/‖Θ̂₀‖_F (training inputs) and ‖θ_T − θ₀‖/‖θ₀‖.
+    layer_change : (W, L, S) ndarray
+        ‖θ_T − θ₀‖/‖θ₀‖ restricted to each Dense layer's weights.
+    """
+
+    widths: tuple
+    eta_t: float
+    deviation: np.ndarray
+    linearized_deviation: np.ndarray
+    mean_z: np.ndarray
+    z_critical: float
+    ntk_change: np.ndarray
+    param_change: np.ndarray
+    layer_change: np.ndarray
+    fits: dict = field(default_factory=dict)
+
+    @property
+    def agreement_ok(self) -> bool:
+        return self.fits["deviation"].slope <= EXPECTED_SLOPE + SLOPE_TOL and bool(self.mean_z[-1] <= self.z_critical)
+
+    @property
+    def lazy_ok(self) -> bool:
+        return all(self.fits[k].slope <= EXPECTED_SLOPE + SLOPE_TOL for k in ("ntk_change", "param_change"))
+
+
+def default_training_time(ntk_train) -> float:
+    """η·t long enough to fit the slowest direction (η t λ_min = 1), capped at 50/λ_max."""
+    lam = np.linalg.eigvalsh(ntk_train)
+    lo = max(float(lam[0]), 1e-12 * float(lam[-1]))
+    return min(1.0 / lo, 50.0 / float(lam[-1]))
+
+
+def training_agreement(arch, X, Y, X_test, *, widths=DEFAULT_TRAIN_WIDTHS, samples: int = 4, eta_t=None,
+                       analytic=None, seed: int = 0, progress=None) -> TrainingAgreement:
+    r"""Properties 2 and 3: train networks by gradient flow and compare with the analytic predictor.
+
+    Parameters
+    ----------
+    arch : architecture, list of layers or str
+    X, Y : (n, d) and (n,) or (n, k) array_like
+        Training data.
+    X_test : (m, d) array_like
+    widths : sequence of int
+    samples : int
+        Networks per width (S >= 2).
+    eta_t : float, optional
+        Training time η·t (η = 1); default :func:`default_training_time`.
+    analytic : Kernels, optional
+        Analytic kernels on the stacked inputs ``[X; X_test]``.
+    """
+    from .kernel import compile as compile_kernel
+
+    arch = as_architecture(arch)
+    X = as_input_array(X, "X")
+    Xt = as_input_array(X_test, "X_test")
+    if Xt.shape[1] != X.shape[1]:
+        raise InputError(f"X_test has {Xt.shape[1]} features but X has {X.shape[1]}; pass the same columns.")
+    Y = np.asarray(Y, dtype=np.float64)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    widths = _check_widths(widths)
+    samples = check_param("training_agreement", "samples", samples, low=2, integer=True)
+    n = X.shape[0]
+    XA = np.vstack([X, Xt])
+    if analytic is None:
+        analytic = compile_kernel(arch)(XA)
+    Th, Kn = np.asarray(analytic.ntk), np.asarray(analytic.nngp)
+    eta_t = default_training_time(Th[:n, :n]) if eta_t is None else check_param("verify", "eta_t", eta_t, low=0.0, low_open=True)
+    ensemble = gd_mse_from_gram({"ntk": Th[:n, :n], "nngp": Kn[:n, :n]}, Y).predict(
+        {"ntk": Th[n:, :n], "nngp": Kn[n:, :n]}, {"nngp": Kn[n:, n:]}, t=eta_t, cov=True)
+    mu = ensemble.mean
+    se = np.sqrt(np.maximum(np.diag(ensemble.cov), 0.0) / samples)[:, None]
+    W, S = len(widths), samples
+    dev, lin, dntk, dpar = (np.empty((W, S)) for _ in range(4))
+    layers = None
+    mean_z = np.empty(W)
+    total, done = W * S, 0
+    for wi, width in enumerate(widths):
+        net = FiniteNetwork(arch, X.shape[1], width=width, n_outputs=Y.shape[1])
+        if layers is None:
+            layers = np.empty((W, len(net.widths), S))
+        outs = []
+        for s in range(S):
+            theta0 = net.init(_rng_seed(seed, width, s))
+            with thin_blas():
+                f0 = net.apply(theta0, XA)
+                ntk0 = net.ntk_per_output(theta0, XA)
+            res = train(net, theta0, X, Y, learning_rate=1.0, t=eta_t, X_test=Xt)
+            f_ana = _analytic_mean(Th, f0, Y, n, eta_t)
+            f_lin = _analytic_mean(ntk0, f0, Y, n, eta_t)
+            dev[wi, s] = np.linalg.norm(res.test_outputs - f_ana) / np.linalg.norm(f_ana)
+            lin[wi, s] = np.linalg.norm(res.test_outputs - f_lin) / np.linalg.norm(f_lin)
+            with thin_blas():
+                ntkT = net.ntk_per_output(res.theta, X)
+            dntk[wi, s] = np.linalg.norm(ntkT - ntk0[:n, :n]) / np.linalg.norm(ntk0[:n, :n])
+            dpar[wi, s] = np.linalg.norm(res.theta - theta0) / np.linalg.norm(theta0)
+            for li, (ws, _) in enumerate(net.layer_slices()):
+                layers[wi, li, s] = np.linalg.norm(res.theta[ws] - theta0[ws]) / np.linalg.norm(theta0[ws])
+            outs.append(res.test_outputs)
+            del theta0, res
+            done += 1
+            if progress:
+                progress(done, total)
+        mean_z[wi] = float(np.max(np.abs(np.mean(outs, axis=0) - mu) / se))
+    n_tests = Xt.shape[0] * Y.shape[1]
+    from scipy import stats
+
+    zc = float(stats.norm.isf(FALSE_ALARM / (2 * n_tests)))
+    fits = {name: fit_slope(widths, arr, seed=seed) for name, arr in
+            (("deviation", dev), ("linearized_deviation", lin), ("ntk_change", dntk), ("param_change", dpar))}
+    return TrainingAgreement(widths, eta_t, dev, lin, mean_z, zc, dntk, dpar, layers, fits)
+
+
+def _analytic_mean(ntk, f0, Y, n, eta_t):
+    r"""Test outputs of the linearised dynamics with kernel ``ntk`` on [X; X_test], given f0.
+
+    .. math::
+
+        f_t(X_*) = f_0(X_*) + \Theta_*\Theta^{-1}(I - e^{-\eta\Theta t})(Y - f_0(X))
+
+    (Lee et al. 2019): the ensemble-mean predictor applied to the residual targets Y − f₀.
+    """
+    pred = gd_mse_from_gram({"ntk": ntk[:n, :n]}, Y - f0[:n]).predict({"ntk": ntk[n:, :n]}, t=eta_t)
+    return f0[n:] + pred.mean
+
+
+@dataclass(frozen=True)
+class OutputScaleSweep:
+    """Lazy training as the output scale α grows (Chizat, Oyallon & Bach 2019), at fixed width.
+
+    ``ntk_change``, ``param_change`` and ``train_loss`` are (A, S) arrays over scales and seeds.
+    """
+
+    alphas: tuple
+    width: int
+    eta_t: float
+    ntk_change: np.ndarray
+    param_change: np.ndarray
+    train_loss: np.ndarray
+    fits: dict = field(default_factory=dict)
+
+
+def output_scale_sweep(arch, X, Y, *, width: int = 64, alphas=(0.5, 1, 2, 4, 8, 16, 32), samples: int = 4,
+                       eta_t=None, seed: int = 0, large_alpha: float = 2.0) -> OutputScaleSweep:
+    r"""Train :math:`g = \alpha(f - f_0)` on :math:`\tfrac{1}{2\alpha^2}\sum\|g - y\|^2` for each α.
+
+    The function-space dynamics do not depend on α, while parameters move by O(1/α), so
+    :math:`\|\hat\Theta_T - \hat\Theta_0\|/\|\hat\Theta_0\|` and :math:`\|\theta_T-\theta_0\|/\|\theta_0\|`
+    fall like 1/α: the slopes fitted over α ≥ ``large_alpha`` are close to −1.
+    """
+    arch = as_architecture(arch)
+    X = as_input_array(X, "X")
+    Y = np.asarray(Y, dtype=np.float64)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    alphas = tuple(float(check_param("output_scale_sweep", "alphas", a, low=0.0, low_open=True)) for a in alphas)
+    net = FiniteNetwork(arch, X.shape[1], width=width, n_outputs=Y.shape[1])
+    if eta_t is None:
+        from .kernel import compile as compile_kernel
+
+        eta_t = default_training_time(compile_kernel(arch)(X).ntk)
+    A, S = len(alphas), samples
+    dntk, dpar, loss = (np.empty((A, S)) for _ in range(3))
+    for s in range(S):
+        theta0 = net.init(_rng_seed(seed, width, s))
+        with thin_blas():
+            ntk0 = net.ntk_per_output(theta0, X)
+        for ai, alpha in enumerate(alphas):
+            res = train(net, theta0, X, Y, learning_rate=1.0, t=eta_t, output_scale=alpha, center=True)
+            with thin_blas():
+                ntkT = net.ntk_per_output(res.theta, X)
+            dntk[ai, s] = np.linalg.norm(ntkT - ntk0) / np.linalg.norm(ntk0)
+            dpar[ai, s] = np.linalg.norm(res.theta - theta0) / np.linalg.norm(theta0)
+            loss[ai, s] = 0.5 * float(np.sum((res.train_outputs - Y) ** 2))
+    big = np.array(alphas) >= large_alpha
+    fits = {}
+    if big.sum() >= 2:
+        fits = {name: fit_slope(np.array(alphas)[big], arr[big], seed=seed)
+                for name, arr in (("ntk_change", dntk), ("param_change", dpar))}
+    return OutputScaleSweep(alphas, width, eta_t, dntk, dpar, loss, fits)
+
+
+# ---------------------------------------------------------------------- data
+def sample_data(n_train: int = 20, n_test: int = 10, seed: int = 0, path: str | None = None):
+    """(X_train, y_train, X_test, y_test): a random split of ``path`` or of the shipped data.
+
+    ``path`` is a .csv (optional header) or .npy file with one sample per row, the features
+    in all columns but the last and the target in the last. Without ``path``: the Breast
+    Cancer Wisconsin data shipped with the package (standardised, y = ±1).
+    """
+    n_train = check_param("sample_data", "n_train", n_train, low=1, integer=True)
+    n_test = check_param("sample_data", "n_test", n_test, low=1, integer=True)
+    if path is None:
+        from .datasets import load_breast_cancer
+
+        data = load_breast_cancer()
+        X, y = data.X, 2.0 * data.y - 1.0
+    else:
+        from .cli import load_matrix
+
+        table = np.asarray(load_matrix(path), dtype=np.float64)
+        if table.ndim != 2 or table.shape[1] < 2:
+            raise InputError(
+                f"{path} must hold a table with features in all columns but the last and the target in the "
+                f"last column; got an array of shape {table.shape}."
+            )
+        X, y = table[:, :-1], table[:, -1]
+    X = as_input_array(X, "data features")
+    if not np.isfinite(y).all():
+        raise InputError(f"The targets (last column) of {path} contain NaN or infinite values; pass finite targets.")
+    if X.shape[0] < n_train + n_test:
+        raise InputError(
+            f"The data have {X.shape[0]} rows but n_train + n_test = {n_train + n_test}; pass a larger file "
+            "or smaller --n-train/--n-test."
+        )
+    perm = np.random.default_rng(seed).permutation(X.shape[0])
+    tr, te = perm[:n_train], perm[n_train:n_train + n_test]
+    return X[tr], y[tr], X[te], y[te]
+
+
+# ---------------------------------------------------------------------- command line
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def _fmt_widths(widths) -> str:
+    return ", ".join(str(w) for w in widths)
+
+
+def convergence_markdown(results: dict, samples: int) -> str:
+    """Markdown tables of :func:`kernel_convergence` results."""
+    nngp, ntk = results["nngp"], results["ntk"]
+    lines = [
+        f"Relative Frobenius error ‖K̂ − K‖_F/‖K‖_F: RMS over {samples} networks per width, and of their mean.",
+        "",
+        "| width | NNGP (RMS) | NTK (RMS) | NNGP (mean) | NTK (mean) | z NNGP | z NTK |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, w in enumerate(nngp.widths):
+        lines.append(
+            f"| {w} | {nngp.rms_error[i]:.3e} | {ntk.rms_error[i]:.3e} | {nngp.mean_error[i]:.3e} | "
+            f"{ntk.mean_error[i]:.3e} | {nngp.z[i]:.2f} | {ntk.z[i]:.2f} |"
+        )
+    lines += ["", "| kernel | fitted slope | expected | z at largest width | critical z | resolution | verdict |",
+              "|---|---:|---:|---:|---:|---:|---|"]
+    for r in (nngp, ntk):
+        slope = "exact (no random hidden layer)" if r.exact else str(r.fit)
+        lines.append(
+            f"| {r.kernel.upper()} | {slope} | {EXPECTED_SLOPE:+.1f} ± {SLOPE_TOL} | {r.z[-1]:.2f} | "
+            f"{r.z_critical:.2f} | {100 * r.resolution[-1]:.2f}% | {_verdict(r.passed)} |"
+        )
+    return "\n".join(lines)
+
+
+def training_markdown(res: TrainingAgreement, samples: int) -> str:
+    """Markdown tables of a :func:`training_agreement` result."""
+    def rms(a):
+        return np.sqrt(np.mean(a**2, axis=-1))
+
+    lines = [
+        f"Gradient flow to η·t = {res.eta_t:.4g}; RMS over {samples} networks per width. "
+        "f_t: analytic predictor given the network's initial function; f_lin: the network's own linearisation.",
+        "",
+        "| width | ‖f − f_t‖/‖f_t‖ | ‖f − f_lin‖/‖f_lin‖ | mean z | ‖ΔΘ‖/‖Θ₀‖ | ‖Δθ‖/‖θ₀‖ |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, w in enumerate(res.widths):
+        lines.append(
+            f"| {w} | {rms(res.deviation[i]):.3e} | {rms(res.linearized_deviation[i]):.3e} | {res.mean_z[i]:.2f} | "
+            f"{rms(res.ntk_change[i]):.3e} | {rms(res.param_change[i]):.3e} |"
+        )
+    f = res.fits
+    bound = EXPECTED_SLOPE + SLOPE_TOL
+    lines += [
+        "",
+        "| quantity | fitted slope | criterion | verdict |",
+        "|---|---:|---|---|",
+        f"| trained net vs analytic f_t | {f['deviation']} | ≤ {bound:+.1f} (shrinks at least like width^−1/2) | "
+        f"{_verdict(f['deviation'].slope <= bound)} |",
+        f"| mean over seeds vs μ_t (largest width) | z = {res.mean_z[-1]:.2f} | ≤ {res.z_critical:.2f} | "
+        f"{_verdict(res.mean_z[-1] <= res.z_critical)} |",
+        f"| trained net vs its linearisation | {f['linearized_deviation']} | (reported) | |",
+        f"| NTK change ‖Θ_T − Θ₀‖_F/‖Θ₀‖_F | {f['ntk_change']} | ≤ {bound:+.1f} | {_verdict(f['ntk_change'].slope <= bound)} |",
+        f"| parameter change ‖θ_T − θ₀‖/‖θ₀‖ | {f['param_change']} | ≤ {bound:+.1f} | "
+        f"{_verdict(f['param_change'].slope <= bound)} |",
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_verify(args) -> int:
+    import time
+
+    from .cli import ProgressBar
+    from .kernel import compile as compile_kernel
+
+    arch = as_architecture(args.arch)
+    widths = _parse_ints(args.widths, "--widths")
+    X, y, Xt, yt = sample_data(args.n_train, args.n_test, seed=args.seed, path=args.data)
+    source = args.data or "Breast Cancer Wisconsin (shipped sample, standardised, y = ±1)"
+    XA = np.vstack([X, Xt])
+    kernel = compile_kernel(arch)
+    analytic = _analytic_kernels(kernel, XA)
+    title = arch.to_text() if all(getattr(layer, "textual", True) for layer in arch) else repr(arch)
+    parts = [
+        f"# ntk-infinite verify: `{title}`",
+        "",
+        f"Data: {source}; {X.shape[0]} training and {Xt.shape[0]} test points, {X.shape[1]} features. Seed {args.seed}.",
+        "",
+        "## 1. Empirical NNGP and NTK converge to the analytic kernels",
+        "",
+    ]
+    t0 = time.perf_counter()
+    bar = None if args.quiet else ProgressBar("kernels")
+    conv = kernel_convergence(arch, XA, widths=widths, samples=args.samples, analytic=analytic, seed=args.seed,
+                              progress=bar)
+    parts.append(convergence_markdown(conv, args.samples))
+    ok = conv["nngp"].passed and conv["ntk"].passed
+    if not args.skip_training:
+        train_widths = _parse_ints(args.train_widths, "--train-widths") if args.train_widths else tuple(
+            w for w in widths if w <= max(DEFAULT_TRAIN_WIDTHS)) or widths[:2]
+        bar = None if args.quiet else ProgressBar("training")
+        tr = training_agreement(arch, X, y, Xt, widths=train_widths, samples=args.train_samples,
+                                analytic=analytic, seed=args.seed, progress=bar)
+        parts += ["", "## 2–3. Trained networks match the analytic predictor; training is lazy", "",
+                  training_markdown(tr, args.train_samples)]
+        ok = ok and tr.agreement_ok and tr.lazy_ok
+    seconds = time.perf_counter() - t0
+    parts += ["", f"Overall: **{_verdict(ok)}** ({seconds:.1f} s). Slopes: least squares of log RMS error on log "
+              "width, ± bootstrap standard error over seeds. Critical values: Student t (kernels) and Bonferroni "
+              f"normal (means) at a false-alarm rate of {FALSE_ALARM:g}."]
+    text = "\n".join(parts) + "\n"
+    print(text)
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+        print(f"wrote {args.output}")
+    return 0 if ok else 1
+
+
+def _analytic_kernels(kernel, X):
+    """The analytic kernels under test (a seam for tests that inject a wrong kernel)."""
+    return kernel(X)
+
+
+def _parse_ints(text: str, flag: str) -> tuple:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ParameterError(f"{flag} expects comma-separated whole numbers such as 64,256,1024; got {text!r}.") from None
+    if not values:
+        raise ParameterError(f"{flag} expects comma-separated whole numbers such as 64,256,1024; got {text!r}.")
+    return values
+
+
+def register(subparsers) -> None:
+    """Add ``ntk-infinite verify``."""
+    p = subparsers.add_parser(
+        "verify",
+        help="check the analytic kernels against finite networks (Monte Carlo, training, laziness)",
+        description="Build finite networks from ARCH, compare their empirical NNGP/NTK and their trained "
+        "predictions with the analytic kernels, print a markdown report with fitted slopes and verdicts, "
+        "and exit with status 1 when the analytic kernel disagrees beyond the statistical tolerance.",
+    )
+    p.add_argument("arch", nargs="?", default=DEFAULT_ARCH, help=f"architecture in text form (default: {DEFAULT_ARCH!r})")
+    p.add_argument("--widths", default=_fmt_widths(DEFAULT_WIDTHS).replace(" ", ""),
+                   help="hidden widths of the kernel sweep (default 64,...,4096)")
+    p.add_argument("--samples", type=int, default=16, help="networks per width for the kernels (default 16)")
+    p.add_argument("--train-widths", default=None, help="widths for training (default: the --widths up to 1024)")
+    p.add_argument("--train-samples", type=int, default=4, help="trained networks per width (default 4)")
+    p.add_argument("--skip-training", action="store_true", help="check the kernels only (property 1)")
+    p.add_argument("--data", default=None, help="a .csv/.npy table: features, then the target in the last column "
+                   "(default: the shipped breast-cancer sample)")
+    p.add_argument("--n-train", type=int, default=20, help="training points drawn from the data (default 20)")
+    p.add_argument("--n-test", type=int, default=10, help="test points drawn from the data (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="root seed of the networks and the data split")
+    p.add_argument("-o", "--output", default="verify.md", help="markdown report (default verify.md; '' for none)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_verify)
