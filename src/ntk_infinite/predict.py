@@ -324,6 +324,9 @@ class GramPredictor:
             )
         return self._train[name]
 
+    def _has(self, name: str) -> bool:
+        return name in self._train
+
     def _factor(self, name: str) -> _Factorization:
         if name not in self._factors:
             G = self._train_gram(name)
@@ -339,7 +342,7 @@ class GramPredictor:
         With the summed loss, f ← f − ηΘ(f − y) on the training points converges iff
         η < 2/λ_max(Θ + λI). Uses the NTK when it is available, else the NNGP.
         """
-        name = "ntk" if "ntk" in self._train else "nngp"
+        name = "ntk" if self._has("ntk") else "nngp"
         return 2.0 / self._factor(name).lam_max()
 
     # ---- the predictor ------------------------------------------------------------------
@@ -469,6 +472,9 @@ class GDPredictor(GramPredictor):
         arch, tol = state.pop("_description")
         self.__dict__.update(state)
         self.kernel = compile(arch, tol=tol)
+
+    def _has(self, name: str) -> bool:
+        return True  # computed on demand
 
     def _train_gram(self, name: str) -> np.ndarray:
         if name not in self._train:

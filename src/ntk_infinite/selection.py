@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
+from scipy.linalg import lapack
 
 from .errors import IllConditionedWarning, InputError, ParameterError, as_input_array, check_param
 from .kernel import CompiledKernel, compile
@@ -280,14 +281,18 @@ def log_marginal_likelihood(kernel, X, y, *, ridge: float = 1e-6, get: str = "nn
     A = K + ridge * np.eye(n)
     try:
         L = sla.cholesky(A, lower=True, check_finite=False)
+        rcond, info = lapack.dpocon(L, float(np.max(np.sum(np.abs(A), axis=0))), uplo="L")
+        if info != 0 or not rcond * COND_WARN >= 1.0:
+            raise np.linalg.LinAlgError("ill-conditioned")
     except np.linalg.LinAlgError:
         s = np.linalg.eigvalsh(A)
         lam_max = float(np.max(np.abs(s)))
         suggest = ridge + max(lam_max / COND_TARGET - float(s[0]), lam_max / COND_TARGET)
         raise SingularKernelError(
-            f"The {get.upper()} covariance K + λI ({n}x{n}, ridge {ridge:g}) is not positive definite "
-            f"(eigenvalues from {s[0]:.3e} to {lam_max:.3e}, condition ~{lam_max / max(abs(s[0]), 1e-300):.1e}); "
-            f"the marginal likelihood is undefined. Pass ridge >= {suggest:.2e}."
+            f"The {get.upper()} covariance K + λI ({n}x{n}, ridge {ridge:g}) is not positive definite to working "
+            f"precision (eigenvalues from {s[0]:.3e} to {lam_max:.3e}, condition "
+            f"~{lam_max / max(abs(s[0]), 1e-300):.1e}); the marginal likelihood is undefined or dominated by "
+            f"rounding. Pass ridge >= {suggest:.2e}."
         ) from None
     alpha = sla.cho_solve((L, True), Y, check_finite=False)
     value = float(-0.5 * np.sum(Y * alpha) - k * np.sum(np.log(np.diag(L))) - 0.5 * n * k * math.log(2 * math.pi))
