@@ -23,10 +23,11 @@ point, for both series; Cauchy–Schwarz bounds the pair error by the geometric 
 two points' tails. When K would exceed ``max_terms`` the dual uses ``max_terms`` and warns
 with the achieved error.
 
-The pair pass normalises the truncated series so that identical inputs give ρ' = 1
-exactly, and accumulates 1 − ρ' = Σₖ Pₖ(1 − ρᵏ) + (1 − Σₖ Pₖ) with 1 − ρᵏ by the stable
-recurrence (1 − ρᵏ) = (1 − ρ) + ρ(1 − ρᵏ⁻¹), so nearly identical inputs keep their small
-angle through the layers that follow.
+The pair pass normalises the truncated series (unit coefficient vectors Ã) so that
+identical inputs give ρ' = 1 exactly, and accumulates
+1 − ρ' = ½ Σₖ (Ã₁ₖ − Ã₂ₖ)² + Σₖ Ã₁ₖÃ₂ₖ (1 − ρᵏ), with 1 − ρᵏ by the stable recurrence
+(1 − ρᵏ) = (1 − ρ) + ρ(1 − ρᵏ⁻¹): every term is non-negative for ρ ≥ 0, so nearly
+identical inputs keep their small angle through the layers that follow.
 """
 
 from __future__ import annotations
@@ -206,7 +207,9 @@ def __NAME__(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, P1, P2, prm, want_
     omr = np.empty(bj)
     for a in range(bi):
         ia = i0 + a
-        # 1 - rho' = sum_k P_k (1 - rho^k) + (1 - sum_k P_k),  P_k = A1_k A2_k
+        # With unit-norm coefficient vectors A1, A2 (P_k = A1_k A2_k):
+        # 1 - rho' = 1/2 sum_k (A1_k - A2_k)^2 + sum_k P_k (1 - rho^k),
+        # exactly 0 for identical inputs, and 1 - rho^k by the stable recurrence.
         for b in range(bj):
             om[b] = 0.0
             tot[b] = 0.0
@@ -215,9 +218,9 @@ def __NAME__(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, P1, P2, prm, want_
         for k in range(K):
             ca = P1[k, ia]
             for b in range(bj):
-                p = ca * P2[k, j0 + b]
-                om[b] += p * g[b]
-                tot[b] += p
+                cb = P2[k, j0 + b]
+                om[b] += (ca * cb) * g[b]
+                tot[b] += (ca - cb) * (ca - cb)
                 g[b] = omr[b] + rho[a, b] * g[b]
         if want_ntk:
             for b in range(bj):
@@ -229,7 +232,7 @@ def __NAME__(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, P1, P2, prm, want_
             for b in range(bj):
                 t[a, b] = t[a, b] * acc[b]
         for b in range(bj):
-            o = om[b] + (1.0 - tot[b])
+            o = om[b] + 0.5 * tot[b]
             rn = 1.0 - o
             if rn < -1.0:
                 rn = -1.0
