@@ -30,6 +30,8 @@ __all__ = ["Affine", "Program", "PointData", "point_pass", "pair_pass", "DEFAULT
 
 #: Default tile edge: 3 state buffers of 128×128 float64 (384 KiB) stay in L2.
 DEFAULT_TILE = 128
+#: Entry-layers below which the pair pass runs on the calling thread only.
+_MIN_PARALLEL_WORK = 2e5
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,9 @@ def pair_pass(
         engine(*args_before, chunk, tile, want_nngp, want_ntk, symmetric)
         return len(chunk)
 
-    n_threads = max(1, min(numba.get_num_threads(), len(tiles)))
+    # Threads only pay off when each has real work: below ~2e5 entry-layers one thread wins.
+    work = (n1 * n2 / (2 if symmetric else 1)) * max(len(program.steps), 1)
+    n_threads = max(1, min(numba.get_num_threads(), len(tiles) // 2)) if work > _MIN_PARALLEL_WORK else 1
     # Several chunks per thread balance the load (edge tiles are smaller) and pace the progress bar.
     n_chunks = min(len(tiles), n_threads * 8 if (n_threads > 1 or progress is not None) else 1)
     chunks = [np.ascontiguousarray(c) for c in np.array_split(tiles, n_chunks)]
