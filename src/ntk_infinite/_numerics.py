@@ -20,9 +20,10 @@ import numpy as np
 #: Options for every jitted function of the library (one place).
 #: ``error_model='numpy'`` lets division by zero produce inf/nan instead of raising, which
 #: removes the per-division check that would block vectorisation; the code guards every
-#: division that matters. ``fastmath`` only allows FMA contraction: no value-changing
-#: reassociation, and NaN/inf semantics are kept.
-JIT_OPTIONS = dict(cache=True, error_model="numpy", fastmath={"contract"})
+#: division that matters. ``fastmath`` allows FMA contraction and x/c -> x*(1/c) (at most
+#: 1 ulp; turns the generated divisions by π into multiplications): no reassociation, and
+#: NaN/inf semantics are kept.
+JIT_OPTIONS = dict(cache=True, error_model="numpy", fastmath={"contract", "arcp"})
 #: For functions that are inlined at the Numba-IR level into the generated loops.
 JIT_INLINE = dict(JIT_OPTIONS, inline="always")
 
