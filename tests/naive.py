@@ -170,3 +170,72 @@ def mp_relu_kernels(arch, x1, x2, dps=50):
             else:
                 raise TypeError(f"mp_relu_kernels handles Dense/ReLU only, not {layer!r}")
         return float(c), float(th)
+
+
+# ================================================================ kernel regression (issue 4)
+# Dense linear algebra exactly as the formulas read: explicit inverses, scipy.linalg.expm,
+# explicit refits. Slow and obvious; for a few dozen points only.
+def naive_gd_mse(ntk_tt, ntk_st, nngp_tt, nngp_st, nngp_ss, Y, t, ridge=0.0, get="ntk"):
+    """(mean, cov) of Lee et al. (2019), eqs. 15-16, with Θ + λI and K + λI for the training blocks.
+
+    get="nngp" uses the NNGP in both roles. t = inf uses the plain inverse.
+    """
+    from scipy.linalg import expm
+
+    n = ntk_tt.shape[0] if ntk_tt is not None else nngp_tt.shape[0]
+    K = nngp_tt + ridge * np.eye(n)
+    if get == "nngp":
+        Th, Ths = K, nngp_st
+    else:
+        Th, Ths = ntk_tt + ridge * np.eye(n), ntk_st
+    inv = np.linalg.inv(Th)
+    E = np.eye(n) if np.isinf(t) else np.eye(n) - expm(-Th * t)
+    A = Ths @ inv @ E
+    mean = A @ Y
+    cov = nngp_ss + A @ K @ A.T - (A @ nngp_st.T + nngp_st @ A.T)
+    return mean, cov
+
+
+def linear_model_gd(Phi_train, Phi_test, Y, lr, steps, ridge=0.0):
+    """Discrete gradient descent on the linear model f(x) = φ(x)·w (+ a per-training-point
+    offset √λ·u), loss ½‖f(X) − Y‖², from w = u = 0, for ``steps`` (a power of two) steps.
+
+    The affine update of (w, u) is applied by repeated squaring of its matrix, which is
+    exactly ``steps`` plain steps. Returns f(X_test) after training.
+    """
+    n, p = Phi_train.shape
+    D = np.hstack([Phi_train, math.sqrt(ridge) * np.eye(n)])  # all trainable features on the train set
+    P = D.shape[1]
+    k = Y.shape[1]
+    # state z = (params; 1): z <- M z with M = [[I - lr DᵀD, lr DᵀY], [0, I]]
+    M = np.zeros((P + k, P + k))
+    M[:P, :P] = np.eye(P) - lr * D.T @ D
+    M[:P, P:] = lr * D.T @ Y
+    M[P:, P:] = np.eye(k)
+    assert steps & (steps - 1) == 0, "steps must be a power of two"
+    for _ in range(int(round(math.log2(steps)))):
+        M = M @ M
+    params = M[:P, P:]  # started from zero parameters and the constant block I
+    return Phi_test @ params[:p]
+
+
+def naive_loo(K, Y, ridge):
+    """Leave-one-out residuals of kernel ridge regression by n explicit refits."""
+    n = K.shape[0]
+    Y = np.asarray(Y, dtype=float).reshape(n, -1)
+    res = np.empty_like(Y)
+    for i in range(n):
+        keep = np.arange(n) != i
+        alpha = np.linalg.solve(K[np.ix_(keep, keep)] + ridge * np.eye(n - 1), Y[keep])
+        res[i] = Y[i] - K[i, keep] @ alpha
+    return res
+
+
+def naive_log_marginal(K, Y, ridge):
+    """Σ over output columns of log N(y; 0, K + λI), by scipy.stats."""
+    from scipy.stats import multivariate_normal
+
+    n = K.shape[0]
+    Y = np.asarray(Y, dtype=float).reshape(n, -1)
+    dist = multivariate_normal(mean=np.zeros(n), cov=K + ridge * np.eye(n))
+    return float(sum(dist.logpdf(Y[:, j]) for j in range(Y.shape[1])))

@@ -112,3 +112,14 @@ def test_error_messages(regression):
         nk.KernelRegressor(arch=3).fit(X, y)
     with pytest.raises(ValueError, match="Unknown label type"):
         nk.KernelClassifier().fit(X, y)
+
+
+def test_real_data_report_quick_mode(tmp_path):
+    from ntk_infinite.reports import real_data
+
+    path = real_data.write_table(tmp_path, quick=True)
+    text = path.read_text()
+    assert path.name == "real_data.md" and "QUICK MODE" in text
+    for name in real_data.QUICK.datasets:
+        assert f"| {name} (" in text
+    assert "**Verdict.**" in text and "nan" not in text.lower()

@@ -246,3 +246,35 @@ def test_sklearn_kernels_gradient_and_gp_fit(data, name):
         kern(X, X, eval_gradient=True)
     with pytest.raises(ValueError, match="'activation' parameter of .* must be the name of a layer"):
         cls(activation="Swish")(X)
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_closed_form_partials_match_finite_differences_of_the_dual(order):
+    # The sympy-derived partials of an arc-cosine dual (step function for order 0, ReLU for 1)
+    # against central differences of the dual's own NumPy references T and Ṫ.
+    from ntk_infinite.duals.arccos import rectified_monomial_dual
+    from ntk_infinite.duals.partials import dual_partials
+
+    dual = rectified_monomial_dual(order)
+    partials = dual_partials(dual)
+    rng = np.random.default_rng(order)
+    q1, q2 = rng.uniform(0.5, 2.0, 4), rng.uniform(0.5, 2.0, 3)
+    c = rng.uniform(-0.9, 0.9, (4, 3)) * np.sqrt(q1[:, None] * q2[None, :])
+    pp = partials.pair(dual, q1, q2, c, np.zeros((4, 3), bool))
+    Q1, Q2 = q1[:, None], q2[None, :]
+    for name, f in (("T", dual.T), ("Td", dual.Tdot)):
+        assert_allclose(getattr(pp, name), f(Q1, Q2, c), rtol=1e-14, atol=1e-15)
+        h = FD_STEP
+        fds = {
+            "q1": (f(Q1 + h, Q2, c) - f(Q1 - h, Q2, c)) / (2 * h),
+            "q2": (f(Q1, Q2 + h, c) - f(Q1, Q2 - h, c)) / (2 * h),
+            "c": (f(Q1, Q2, c + h) - f(Q1, Q2, c - h)) / (2 * h),
+        }
+        for var, fd in fds.items():
+            assert_allclose(getattr(pp, f"{name}_{var}"), fd, rtol=FD_RTOL, atol=FD_RTOL)
+    point = partials.point(q1)
+    h = FD_STEP
+    assert_allclose(point.dV, (dual.T(q1 + h, q1 + h, q1 + h) - dual.T(q1 - h, q1 - h, q1 - h)) / (2 * h),
+                    rtol=FD_RTOL, atol=FD_RTOL)
+    assert_allclose(point.dVd, (dual.Tdot(q1 + h, q1 + h, q1 + h) - dual.Tdot(q1 - h, q1 - h, q1 - h)) / (2 * h),
+                    rtol=FD_RTOL, atol=FD_RTOL)
