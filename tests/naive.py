@@ -239,3 +239,34 @@ def naive_log_marginal(K, Y, ridge):
     Y = np.asarray(Y, dtype=float).reshape(n, -1)
     dist = multivariate_normal(mean=np.zeros(n), cov=K + ridge * np.eye(n))
     return float(sum(dist.logpdf(Y[:, j]) for j in range(Y.shape[1])))
+
+
+# ================================================================ finite networks (issue 5)
+# Plain loops over neurons, typed from the parameterisation in DESIGN.md, independent of
+# ntk_infinite.empirical: z_i = σ_w/√n_in Σ_j W_ij h_j + σ_b b_i with standard normal W, b.
+def naive_finite_forward(arch, weights, x):
+    """Outputs (k,) of a finite network for one input ``x`` (d,), neuron by neuron.
+
+    ``weights`` lists one ``(W, b)`` pair per Dense layer, W of shape (n_out, n_in).
+    """
+    h = [float(v) for v in x]
+    dense = iter(weights)
+    for layer in arch:
+        if isinstance(layer, nk.Dense):
+            W, b = next(dense)
+            n_in = len(h)
+            scale = layer.w_std / math.sqrt(n_in)
+            h = [scale * sum(float(W[i, j]) * h[j] for j in range(n_in)) + layer.b_std * float(b[i])
+                 for i in range(W.shape[0])]
+        else:
+            h = [float(layer.fn(np.array([v]))[0]) for v in h]
+    return np.array(h)
+
+
+def naive_linear_gd_outputs(ntk_train, f0_train, Y, lr, steps):
+    """Training outputs of a linear model after ``steps`` discrete gradient-descent steps on
+    ½Σ‖f − y‖², by explicit iteration of f ← f − lr·Θ(f − y)."""
+    f = np.array(f0_train, dtype=float)
+    for _ in range(steps):
+        f = f - lr * ntk_train @ (f - Y)
+    return f
