@@ -2,7 +2,7 @@
 
 Why a custom arctangent: the pair pass is bound by one angle per entry and layer. libm's
 ``atan2`` is an opaque call that stops LLVM from vectorising the loop; the branch-free
-polynomial below vectorises (AVX2/AVX-512) and is accurate to about one ulp.
+polynomial below vectorises (AVX2/AVX-512) and is accurate to a few ulp.
 
 Why angles from (sin², cos) and not ``arccos(rho)``: near ρ = ±1, ``arccos`` of a rounded ρ
 loses half the digits (θ ≈ √(2(1-ρ))). The engine carries ``sn2 = sin²θ = 1 - ρ²``
@@ -59,7 +59,7 @@ _A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9, _A10 = (float(c) for c in ATAN
 
 @nb.njit(**JIT_INLINE)
 def atan_unit(t):
-    """arctan(t) for t in [0, 1], branch-free, relative accuracy ~1 ulp.
+    """arctan(t) for t in [0, 1], branch-free, relative accuracy a few ulp (< 1e-15).
 
     Range reduction arctan(t) = π/4 + arctan((t-1)/(t+1)) for t > tan(π/8), then a degree-10
     polynomial in t² (:func:`_atan_coefficients`) evaluated by Estrin's scheme, whose short
@@ -132,8 +132,10 @@ def affine_pair(rho, sn2, sqa, sqb, inv_new, w2, b2):
 
     With c = ρ r, r = √q₁√q₂: c' = w²c + b², q' = w²q + b², and the Gram determinant
     D = q₁q₂ - c² obeys D' = w⁴ D + w² b² δ with δ = q₁ + q₂ - 2c = (√q₁-√q₂)² + 2r(1-ρ),
-    every term non-negative, so sin²θ' = D'/(q₁'q₂') keeps full relative accuracy for
-    nearly parallel (or antiparallel) pairs. ``inv_new`` is 1/√(q₁'q₂') (0 for a
+    every term non-negative, so sin²θ' = D'/(q₁'q₂') has no cancellation: for nearly
+    parallel (or antiparallel) pairs θ' stays accurate to rounding level in absolute terms,
+    where 1 − ρ'² would lose half the digits. (Its relative accuracy is limited by √q₁ − √q₂,
+    known to absolute precision ε√q from the per-point variances.) ``inv_new`` is 1/√(q₁'q₂') (0 for a
     zero-variance point). Returns (ρ', sin²θ', c').
     """
     r = sqa * sqb
