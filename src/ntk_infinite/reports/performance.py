@@ -57,6 +57,15 @@ def numpy_relu_kernels(X, depth, w_std=W_STD, b_std=B_STD):
 _CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
+    def _rss(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field):
+                return int(line.split()[1])
+
+    def reset_peak():
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+
     import numpy as np
     impl, depth, n, d, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     X = np.random.default_rng(0).normal(size=(n, d))
@@ -70,14 +79,14 @@ _CHILD = textwrap.dedent(
         from ntk_infinite.reports.performance import numpy_relu_kernels
         numpy_relu_kernels(X[:64], depth)
         run = lambda: numpy_relu_kernels(X, depth)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    reset_peak(); base = _rss("VmRSS:")
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = run()
         best = min(best, time.perf_counter() - t0)
         del out
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _rss("VmHWM:")
     print(json.dumps({{"seconds": best, "peak_mib": (peak - base) / 1024.0}}))
     """
 ).format(w=W_STD, b=B_STD)
