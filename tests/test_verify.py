@@ -1,0 +1,156 @@
+"""``ntk-infinite verify`` and ``ntk-infinite tables``: exit codes, reports, messages, slopes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import ntk_infinite as nk
+from ntk_infinite import cli, verify
+from ntk_infinite.results import Kernels
+
+ARCH = "Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1)"
+#: Kernel sweep small enough for CI (about a second) yet able to tell a 30% error.
+FAST = ["--widths", "64,256,1024", "--samples", "8", "--skip-training", "-q"]
+
+
+def _run(capsys, argv):
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_verify_passes_for_the_true_kernel(tmp_path, capsys):
+    report = tmp_path / "report.md"
+    code, out, _ = _run(capsys, ["verify", ARCH, *FAST, "-o", str(report)])
+    assert code == 0
+    assert "Overall: **PASS**" in out
+    text = report.read_text()
+    assert "| NTK |" in text and "| NNGP |" in text and "fitted slope" in text
+    assert text.strip() in out
+
+
+@pytest.mark.parametrize("scale", [1.3, 0.75])
+def test_verify_fails_for_a_wrong_analytic_kernel(monkeypatch, tmp_path, capsys, scale):
+    real = verify._analytic_kernels
+
+    def wrong(kernel, X):
+        k = real(kernel, X)
+        return Kernels(nngp=scale * k.nngp, ntk=scale * k.ntk)
+
+    monkeypatch.setattr(verify, "_analytic_kernels", wrong)
+    code, out, _ = _run(capsys, ["verify", ARCH, *FAST, "-o", ""])
+    assert code == 1
+    assert "Overall: **FAIL**" in out and "disagree" in out
+
+
+def test_verify_fails_for_the_kernel_of_another_architecture(monkeypatch, capsys):
+    """A realistic bug: the analytic side uses σ_w = 1.5 where the network has 1.4."""
+    other = nk.compile(ARCH.replace("1.4", "1.5"))
+    monkeypatch.setattr(verify, "_analytic_kernels", lambda kernel, X: other(X))
+    code, out, _ = _run(capsys, ["verify", ARCH, *FAST, "-o", ""])
+    assert code == 1
+
+
+def test_verify_with_training_on_a_user_data_file(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 4))
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1]
+    path = tmp_path / "data.csv"
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", header="a,b,c,d,target", comments="")
+    code, out, _ = _run(capsys, ["verify", "Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1)", "--widths", "64,256,1024",
+                                 "--samples", "6", "--train-widths", "64,256,1024", "--train-samples", "3",
+                                 "--data", str(path), "--n-train", "12", "--n-test", "6", "-q", "-o", ""])
+    assert code == 0
+    assert "12 training and 6 test points, 4 features" in out
+    assert "trained net vs analytic f_t" in out and "NTK change" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--widths", "64,abc"], r"--widths expects comma-separated whole numbers such as 64,256,1024; got '64,abc'"),
+        (["--widths", "128"], r"A slope needs at least two different widths; got \(128,\)"),
+        (["--samples", "1"], r"The 'samples' parameter of kernel_convergence must be an integer in the range \[2, inf\)"),
+        (["--n-train", "600"], r"The data have 569 rows but n_train \+ n_test = 610"),
+    ],
+)
+def test_verify_usage_errors(capsys, argv, message):
+    import re
+
+    code, _, err = _run(capsys, ["verify", ARCH, "--skip-training", "-q", "-o", "", *argv])
+    assert code == 2
+    assert re.search(message, err), err
+
+
+def test_verify_data_file_errors(tmp_path, capsys):
+    path = tmp_path / "one_column.csv"
+    np.savetxt(path, np.arange(30.0).reshape(-1, 1), delimiter=",")
+    code, _, err = _run(capsys, ["verify", ARCH, "--data", str(path), "--skip-training", "-q", "-o", ""])
+    assert code == 2
+    assert "features in all columns but the last and the target in the last column" in err
+
+
+# ------------------------------------------------------------------------------- slopes
+def test_fit_slope_recovers_a_power_law_and_its_uncertainty():
+    rng = np.random.default_rng(0)
+    widths = np.array([64, 128, 256, 512, 1024, 2048, 4096])
+    S = 200
+    noise = rng.standard_normal((widths.size, S))  # per-seed errors ∝ |N(0,1)|·width^-0.5
+    samples = 3.0 * widths[:, None] ** -0.5 * noise
+    fit = verify.fit_slope(widths, samples)
+    # RMS of S standard normals has relative sd ≈ 1/√(2S) = 5%; spread over the log-width range:
+    expected_se = (1 / np.sqrt(2 * S)) / np.sqrt(np.sum((np.log(widths) - np.log(widths).mean()) ** 2))
+    assert abs(fit.slope + 0.5) <= 4 * expected_se
+    assert 0.5 * expected_se <= fit.stderr <= 2 * expected_se
+    assert_allclose(fit.intercept, np.log(3.0), rtol=0, atol=40 * expected_se)
+
+
+def test_slope_verdicts():
+    fit = verify.SlopeFit(-0.45, 0.0, 0.01)
+    assert fit.check(-0.5, 0.1) == verify.PASS
+    assert verify.SlopeFit(-0.2, 0.0, 0.01).check(-0.5, 0.1) == verify.FAIL
+    assert verify.SlopeFit(-0.3, 0.0, 0.1).check(-0.5, 0.1) == verify.INCONCLUSIVE
+    assert verify.SlopeFit(-1.0, 0.0, 0.01).check(-0.5, 0.1, upper_only=True) == verify.PASS
+    assert verify.SlopeFit(-1.0, 0.0, 0.01).check(-0.5, 0.1) == verify.FAIL
+
+
+def test_fit_slope_messages():
+    with pytest.raises(nk.ParameterError, match=r"fit_slope needs samples of shape \(len\(x\) >= 2, S\)"):
+        verify.fit_slope([64], [[1.0, 2.0]])
+
+
+def test_kernel_convergence_without_hidden_layers_is_exact():
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    res = verify.kernel_convergence("Dense(1.3, 0.2)", X, widths=(8, 16), samples=2)
+    for r in res.values():
+        assert r.exact and r.verdict == verify.PASS
+        assert np.all(r.errors <= 1e-12)
+
+
+# ------------------------------------------------------------------------------- tables
+def test_tables_lists_and_discovers_report_modules(capsys):
+    from ntk_infinite import reports
+
+    names = reports.table_modules()
+    assert {"convergence", "lazy_training"} <= set(names)
+    code, out, _ = _run(capsys, ["tables", "--list"])
+    assert code == 0 and "convergence" in out.split() and "lazy_training" in out.split()
+
+
+def test_tables_unknown_name_message(capsys, tmp_path):
+    code, _, err = _run(capsys, ["tables", "--only", "nonsense", "--out", str(tmp_path)])
+    assert code == 2
+    assert "Unknown table(s) 'nonsense'; available:" in err and "convergence" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["convergence", "lazy_training"])
+def test_quick_tables_are_written(tmp_path, name):
+    import importlib
+
+    module = importlib.import_module(f"ntk_infinite.reports.{name}")
+    path = module.write_table(tmp_path, quick=True)
+    text = path.read_text()
+    assert path.name == f"{name}.md" and "Generated by" in text and "slope" in text
