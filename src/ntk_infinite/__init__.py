@@ -22,6 +22,7 @@ from .layers import Activation, Architecture, Dense, Identity, ReLU, serial  # n
 from .results import KernelDiag, Kernels  # noqa: E402
 from .textform import parse_architecture  # noqa: E402
 from . import predict  # noqa: E402
+from . import empirical  # noqa: E402
 from .selection import select  # noqa: E402
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "AccuracyWarning",
     "IllConditionedWarning",
     "predict",
+    "empirical",
     "select",
 ]
 
