@@ -577,9 +577,11 @@ def training_markdown(res: TrainingAgreement, samples: int) -> str:
 
     lines = [
         f"Gradient flow to η·t = {res.eta_t:.4g}; RMS over {samples} networks per width. "
-        "f_t: analytic predictor given the network's initial function; f_lin: the network's own linearisation.",
+        "f_t: analytic predictor given the network's initial function; f_lin: the network's own linearisation. "
+        "Deviations on the test points are relative to s = (‖μ_t‖² + tr Σ_t)^½, the RMS norm of the trained "
+        "outputs over initialisations.",
         "",
-        "| width | ‖f − f_t‖/‖f_t‖ | ‖f − f_lin‖/‖f_lin‖ | mean z | ‖ΔΘ‖/‖Θ₀‖ | ‖Δθ‖/‖θ₀‖ |",
+        "| width | ‖f − f_t‖/s | ‖f − f_lin‖/s | mean z | ‖ΔΘ‖/‖Θ₀‖ | ‖Δθ‖/‖θ₀‖ |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for i, w in enumerate(res.widths):

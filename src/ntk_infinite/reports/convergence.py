@@ -44,8 +44,14 @@ def _swish_prime(x):
 def _library_layer(name: str, reference):
     """The library's closed-form layer ``name`` when it exists and equals ``reference``,
     else ``Activation(reference)`` (the series route)."""
+    import importlib
+
     from ..layers import LAYER_REGISTRY, Activation
 
+    try:  # the closed-form activation library registers its layers on import
+        importlib.import_module("ntk_infinite.activations")
+    except Exception:  # absent or broken: fall back to Activation(reference)
+        pass
     cls = LAYER_REGISTRY.get(name.lower())
     if cls is not None:
         try:
