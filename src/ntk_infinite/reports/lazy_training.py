@@ -35,7 +35,7 @@ CASES = (
 )
 QUICK_CASES = (
     ("ReLU, 1 hidden layer", "Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1)", (64, 256, 1024), 3),
-    ("ReLU, 2 hidden layers", "Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1)", (64, 128, 256), 2),
+    ("ReLU, 2 hidden layers", "Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1)", (64, 128, 256), 3),
 )
 #: (label, architecture) of the output-scale sweeps, at SCALE_WIDTH.
 SCALE_CASES = (
