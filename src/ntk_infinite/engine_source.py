@@ -29,6 +29,7 @@ NEAR_COLLINEAR = 1e-4
 
 @nb.njit(**JIT_INLINE)
 def init_tile(rho, sn2, t, src, i0, j0, X1, X2, inv1, inv2, sqa, sqb, symmetric, want_ntk):
+    # Loops run over 1-D row views: LLVM vectorises them, 2-D indexing it does not.
     bi, bj = rho.shape
     d = X1.shape[1]
     invb = np.empty(bj)
@@ -38,21 +39,25 @@ def init_tile(rho, sn2, t, src, i0, j0, X1, X2, inv1, inv2, sqa, sqb, symmetric,
     for a in range(bi):
         ia = i0 + a
         inva = reciprocal(sqa[ia])
+        rr = rho[a]
+        ss = sn2[a]
         if diagonal_tile:  # only the lower triangle of src holds Sigma^0
             for b in range(bj):
                 jb = j0 + b
-                rho[a, b] = src[ia, jb] if ia >= jb else src[jb, ia]
+                rr[b] = src[ia, jb] if ia >= jb else src[jb, ia]
         else:
+            srow = src[ia, j0:j0 + bj]
             for b in range(bj):
-                rho[a, b] = src[ia, j0 + b]
+                rr[b] = srow[b]
         for b in range(bj):
-            p = rho[a, b] * (inva * invb[b])
+            p = rr[b] * (inva * invb[b])
             p = min(max(p, -1.0), 1.0)
-            rho[a, b] = p
-            sn2[a, b] = (1.0 - p) * (1.0 + p)
+            rr[b] = p
+            ss[b] = (1.0 - p) * (1.0 + p)
         if want_ntk:
+            tt = t[a]
             for b in range(bj):
-                t[a, b] = 0.0
+                tt[b] = 0.0
     # Nearly parallel or antiparallel pairs: 1 - rho^2 from the dot product has lost its
     # digits, recompute sin^2 from |a-b| |a+b| / 2 of the unit vectors (no cancellation).
     for a in range(bi):
@@ -80,20 +85,24 @@ def affine_tile(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, w2, b2, want_nt
     invb = np.empty(bj)
     for b in range(bj):
         invb[b] = reciprocal(sqb_out[j0 + b])
+    sqbb = sqb[j0:j0 + bj]
     for a in range(bi):
         sa = sqa[i0 + a]
         inva = reciprocal(sqa_out[i0 + a])
+        rr = rho[a]
+        ss = sn2[a]
         if want_ntk:
+            tt = t[a]
             for b in range(bj):
-                p, s2, c_new = affine_pair(rho[a, b], sn2[a, b], sa, sqb[j0 + b], inva * invb[b], w2, b2)
-                rho[a, b] = p
-                sn2[a, b] = s2
-                t[a, b] = w2 * t[a, b] + c_new
+                p, s2, c_new = affine_pair(rr[b], ss[b], sa, sqbb[b], inva * invb[b], w2, b2)
+                rr[b] = p
+                ss[b] = s2
+                tt[b] = w2 * tt[b] + c_new
         else:
             for b in range(bj):
-                p, s2, c_new = affine_pair(rho[a, b], sn2[a, b], sa, sqb[j0 + b], inva * invb[b], w2, b2)
-                rho[a, b] = p
-                sn2[a, b] = s2
+                p, s2, c_new = affine_pair(rr[b], ss[b], sa, sqbb[b], inva * invb[b], w2, b2)
+                rr[b] = p
+                ss[b] = s2
 
 
 @nb.njit(**JIT_INLINE)
@@ -101,14 +110,17 @@ def store_tile(out, values, i0, j0, symmetric):
     """Write a tile; in the symmetric case mirror its strict lower part (row-contiguous writes)."""
     bi, bj = values.shape
     for a in range(bi):
+        orow = out[i0 + a, j0:j0 + bj]
+        vrow = values[a]
         for b in range(bj):
-            out[i0 + a, j0 + b] = values[a, b]
+            orow[b] = vrow[b]
     if symmetric:
         for b in range(bj):
             jb = j0 + b
-            for a in range(bi):
-                if i0 + a > jb:
-                    out[jb, i0 + a] = values[a, b]
+            start = max(jb + 1 - i0, 0)  # rows with i0 + a > jb
+            orow = out[jb, i0:i0 + bi]
+            for a in range(start, bi):
+                orow[a] = values[a, b]
 '''
 
 _PAIR_PASS = '''
@@ -135,10 +147,12 @@ def pair_tiles(src, out_s, out_t, X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, PP1, PP
                             want_ntk)
 __DISPATCH__
         if want_nngp:
+            sqb_last = SQ2[L, j0:j0 + bj]
             for a in range(bi):
                 sa = SQ1[L, i0 + a]
+                rr = rho[a]
                 for b in range(bj):
-                    rho[a, b] = rho[a, b] * (sa * SQ2[L, j0 + b])
+                    rr[b] = rr[b] * (sa * sqb_last[b])
             store_tile(out_s, rho, i0, j0, symmetric)
         if want_ntk:
             store_tile(out_t, t, i0, j0, symmetric)

@@ -25,6 +25,13 @@ layer input for the rows (X1) and columns (X2), ``*_out`` at its output; ``P1``/
 (K, n) per-point data; ``prm`` the dual's parameter vector; ``i0``/``j0`` the tile offsets.
 On return ``rho``/``sn2`` hold the output correlation and its sin², and ``t`` holds
 Ṫ·Θ (the affine layer that follows adds Σ).
+
+Writing a tile function that LLVM vectorises (measured: 5-10× faster):
+
+* loop over 1-D row views (``rr = rho[a]`` then ``rr[b]``), not ``rho[a, b]``;
+* keep ``want_ntk`` and every other loop-invariant test outside the entry loop (two loops);
+* no branches inside the entry loop: compute every candidate (series and closed form)
+  as straight-line code, then choose with ``x if cond else y`` on the computed values.
 """
 
 from __future__ import annotations
