@@ -135,7 +135,7 @@ class NNGPKernel(_InfiniteWidthKernel):
     >>> from ntk_infinite.sklearn import NNGPKernel
     >>> X = np.random.default_rng(0).standard_normal((30, 2)); y = np.sin(X[:, 0])
     >>> gp = GaussianProcessRegressor(NNGPKernel(depth=2), alpha=1e-4).fit(X, y)
-    >>> gp.kernel_.w_std > 0
+    >>> bool(gp.kernel_.w_std > 0)
     True
     """
 
