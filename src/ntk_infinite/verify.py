@@ -234,6 +234,13 @@ def kernel_convergence(arch, X, *, widths=DEFAULT_WIDTHS, samples: int = 16, ana
     if analytic is None:
         analytic = compile_kernel(arch)(X)
     targets = {"nngp": np.asarray(analytic.nngp), "ntk": np.asarray(analytic.ntk)}
+    for name, K in targets.items():
+        if K.shape != (X.shape[0], X.shape[0]) or not np.isfinite(K).all() or not np.any(K):
+            raise InputError(
+                f"The analytic {name.upper()} on X must be a finite, non-zero ({X.shape[0]}, {X.shape[0]}) matrix to "
+                f"measure relative errors; got shape {K.shape} with norm {np.linalg.norm(K):.3g}. Check that the "
+                "architecture has non-zero w_std or b_std and that X is not all zeros."
+            )
     per = {name: np.empty((len(widths), samples)) for name in targets}
     means = {name: [] for name in targets}
     ses = {name: [] for name in targets}
