@@ -50,7 +50,8 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ArchitectureError, InputError, ParameterError, as_input_array, check_param
-from .layers import ActivationLayer, Architecture, Dense, Layer, serial
+from .kernel import as_architecture
+from .layers import ActivationLayer, Dense
 
 __all__ = [
     "FiniteNetwork",
@@ -80,26 +81,6 @@ def thin_blas():
         return
     with threadpool_limits(limits=1, user_api="blas"):
         yield
-
-
-def as_architecture(arch) -> Architecture:
-    """An :class:`Architecture` from a description, a list of layers or the text form."""
-    from .kernel import _validate
-    from .textform import parse_architecture
-
-    if isinstance(arch, str):
-        arch = parse_architecture(arch)
-    elif isinstance(arch, (list, tuple)):
-        arch = serial(*arch)
-    elif isinstance(arch, Layer):
-        arch = serial(arch)
-    elif not isinstance(arch, Architecture):
-        raise TypeError(
-            "Expected an architecture (nk.serial(...)), a list of layers or its text form; "
-            f"got {type(arch).__name__}."
-        )
-    _validate(arch)
-    return arch
 
 
 @dataclass(frozen=True)
@@ -163,7 +144,7 @@ class FiniteNetwork:
     """
 
     def __init__(self, arch, in_features: int, width=None, n_outputs: int | None = None):
-        self.architecture = as_architecture(arch)
+        self.architecture = as_architecture(arch, owner="FiniteNetwork")
         self.in_features = check_param("FiniteNetwork", "in_features", in_features, low=1, integer=True)
         dense_pos = [i for i, layer in enumerate(self.architecture) if isinstance(layer, Dense)]
         hidden = dense_pos[:-1]

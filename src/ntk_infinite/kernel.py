@@ -11,7 +11,7 @@ from .layers import ActivationLayer, Architecture, Dense, Identity, Layer, seria
 from .results import KernelDiag, Kernels, parse_get
 from .textform import parse_architecture
 
-__all__ = ["compile", "CompiledKernel"]
+__all__ = ["compile", "CompiledKernel", "as_architecture"]
 
 
 def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - the public name is fixed
@@ -39,19 +39,8 @@ def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - th
     >>> k.nngp.shape, bool(np.allclose(k.nngp, k.nngp.T))
     ((3, 3), True)
     """
-    if isinstance(arch, str):
-        arch = parse_architecture(arch)
-    elif isinstance(arch, (list, tuple)):
-        arch = serial(*arch)
-    elif isinstance(arch, Layer):
-        arch = serial(arch)
-    elif not isinstance(arch, Architecture):
-        raise TypeError(
-            f"compile() expects an architecture (nk.serial(...)), a list of layers or its text form; "
-            f"got {type(arch).__name__}."
-        )
     tol = check_param("compile", "tol", tol, low=0.0, low_open=True, high=1.0)
-    _validate(arch)
+    arch = as_architecture(arch)
     steps = []
     for layer in arch:
         if isinstance(layer, Dense):
@@ -61,6 +50,24 @@ def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - th
         else:
             steps.append(resolve_dual(layer, tol))
     return CompiledKernel(arch, Program(steps), tol)
+
+
+def as_architecture(arch, owner: str = "compile()") -> Architecture:
+    """A validated :class:`Architecture` from a description, a list of layers, one layer or the
+    text form. Raises :class:`~ntk_infinite.errors.ArchitectureError` when it cannot be compiled."""
+    if isinstance(arch, str):
+        arch = parse_architecture(arch)
+    elif isinstance(arch, (list, tuple)):
+        arch = serial(*arch)
+    elif isinstance(arch, Layer):
+        arch = serial(arch)
+    elif not isinstance(arch, Architecture):
+        raise TypeError(
+            f"{owner} expects an architecture (nk.serial(...)), a list of layers or its text form; "
+            f"got {type(arch).__name__}."
+        )
+    _validate(arch)
+    return arch
 
 
 def _validate(arch: Architecture) -> None:
