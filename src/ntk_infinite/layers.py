@@ -157,8 +157,11 @@ class Activation(ActivationLayer):
 
     Parameters
     ----------
-    fn : callable
-        ``fn(x)`` elementwise on float64 arrays.
+    fn : callable or sympy expression
+        ``fn(x)`` elementwise on float64 arrays, or a sympy expression in one symbol (then
+        ``dfn`` comes from sympy differentiation, kinks from its Piecewise/Max/Min/Abs/
+        Heaviside/sign atoms, and polynomial or piecewise-linear expressions get exact
+        closed forms; see :mod:`ntk_infinite.duals.symbolic`).
     dfn : callable, optional
         Its derivative. When omitted, :math:`\dot T` is obtained exactly from the
         coefficients of ``fn`` by Gaussian integration by parts (Stein's lemma), which holds
@@ -178,8 +181,22 @@ class Activation(ActivationLayer):
     dfn_: Callable | None = field(default=None, repr=False)
     name: str | None = None
     kinks: tuple = ()
+    #: The sympy expression when the activation was given as one (else None).
+    expr: object = field(default=None, repr=False)
 
     def __init__(self, fn: Callable, dfn: Callable | None = None, name: str | None = None, kinks=()):
+        # A sympy expression in one symbol: fn/dfn generated, kinks read off the expression
+        # (see ntk_infinite.duals.symbolic).
+        expr = None
+        from .duals.symbolic import activation_parts, is_sympy_expression
+
+        if is_sympy_expression(fn):
+            fn, auto_dfn, auto_name, auto_kinks, expr, symbol = activation_parts(fn)
+            dfn = auto_dfn if dfn is None else dfn
+            name = auto_name if name is None else name
+            kinks = tuple(kinks) or auto_kinks
+            object.__setattr__(self, "symbol", symbol)
+        object.__setattr__(self, "expr", expr)
         if not callable(fn):
             raise TypeError(
                 f"Activation expects a callable fn(x) working elementwise on NumPy arrays; got "
@@ -200,9 +217,13 @@ class Activation(ActivationLayer):
     def __eq__(self, other):
         if not isinstance(other, Activation):
             return NotImplemented
+        if self.expr is not None or other.expr is not None:
+            return (self.expr, self.name, self.kinks) == (other.expr, other.name, other.kinks)
         return (self.fn_, self.dfn_, self.name, self.kinks) == (other.fn_, other.dfn_, other.name, other.kinks)
 
     def __hash__(self):
+        if self.expr is not None:
+            return hash((Activation, self.expr, self.name, self.kinks))
         return hash((Activation, self.fn_, self.dfn_, self.name, self.kinks))
 
     def fn(self, x):

@@ -8,8 +8,9 @@ the dual depends on the variances only through a power and on the angle
 
     T = (q_1 q_2)^{n/2} F(\theta), \qquad \dot T = (q_1 q_2)^{(n-1)/2} G(\theta).
 
-For ``RectifiedMonomial(n)`` (φ = max(x, 0)ⁿ; ReLU is n = 1) Cho & Saul (2009, eq. 4)
-give F = J_n/(2π) with
+Every such φ is a *two-sided rectified monomial* φ(x) = b·max(x, 0)ⁿ + a'·max(−x, 0)ⁿ
+(ReLU, LeakyReLU, ABReLU, Abs, Step, Sign, RectifiedMonomial, Monomial). Cho & Saul (2009,
+eq. 4) give E[max(u, 0)ⁿ max(v, 0)ⁿ] = (q₁q₂)^{n/2} J_n(θ)/(2π) with
 
 .. math::
 
@@ -17,18 +18,37 @@ give F = J_n/(2π) with
         \left(\frac{1}{\sin\theta}\frac{\partial}{\partial\theta}\right)^{n}
         \left(\frac{\pi-\theta}{\sin\theta}\right),
 
-and G = n² J_{n-1}/(2π). Here J_n is *derived by sympy* from that formula, never typed in.
+and the cross terms are the same kernel at the angle π − θ (the pair (u, −v) has
+correlation −ρ), so with S = a'² + b², γ = 2a'b/S:
 
-Numerics. The engine carries the normalised correlation ρ = cos θ together with
-sin²θ computed without cancellation, so the generated code gets θ and ψ = π − θ to full
-relative accuracy. The output correlation ρ' = F(θ)/F(0) and the quantities 1 − ρ' and
-1 + ρ' (whose product is the next sin²θ) are evaluated from sympy's Taylor series near
-θ = 0 (and near θ = π when F(π) = −F(0)), where the closed form would cancel, and from
-the closed form elsewhere. Identical inputs therefore stay exactly at θ = 0 through any
-depth.
+.. math::
+
+    F = \frac{S}{2\pi}\big[J_n(\theta) + \gamma J_n(\pi-\theta)\big], \qquad
+    G = \frac{n^2 S}{2\pi}\big[J_{n-1}(\theta) - \gamma J_{n-1}(\pi-\theta)\big].
+
+J_n is *derived by sympy* from the formula above, as J_n = ψ Q_n(cos θ) + sin θ R_n(cos θ)
+with ψ = π − θ and polynomials Q_n, R_n (the derivative is carried out on symbols for
+sin θ, cos θ and ψ, which is fast for any n).
+
+Numerics. The engine carries ρ = cos θ with sin²θ computed without cancellation, so the
+generated code gets θ and ψ = π − θ to full relative accuracy. The output correlation
+ρ' = F(θ)/F(0) = [J_n(θ) + γJ_n(π−θ)]/J_n(0) and the quantities 1 − ρ' and 1 + ρ' (whose
+product is the next sin²θ) come from two Taylor series derived by sympy,
+A(x) = 1 − J_n(x)/J_n(0) and B(x) = J_n(π − x)/J_n(0):
+
+* near θ = 0: 1 − ρ' = A(θ) − γB(θ);
+* near θ = π: ρ' = B(ψ) + γ(1 − A(ψ)), 1 − ρ' = (1 − γ) + γA(ψ) − B(ψ),
+  1 + ρ' = (1 + γ) − γA(ψ) + B(ψ), with 1 ∓ γ = (a' ∓ b)²/S passed exactly;
+* elsewhere the closed form.
+
+So identical inputs stay exactly at θ = 0 through any depth, antipodal ones at θ = π, and
+values that vanish at θ = π (ReLU at ρ = −1) keep their relative accuracy. The parameter
+γ is read at run time, so every activation of the same degree shares one generated tile.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import sympy as sp
@@ -36,29 +56,358 @@ import sympy as sp
 from ..codegen import cached_text, emit_assignments
 from .base import Dual, PointResult
 
-__all__ = ["HomogeneousDual", "cho_saul_J", "rectified_monomial_dual", "THETA"]
+__all__ = [
+    "ArcCosineDual",
+    "HomogeneousDual",
+    "arc_cosine_parts",
+    "cho_saul_J",
+    "rectified_monomial_dual",
+    "two_sided_dual",
+    "THETA",
+]
 
 THETA = sp.Symbol("theta", real=True)
 _S, _C, _PSI = sp.symbols("s co psi", real=True)
-#: Below this angle (radians) the Taylor branches are used. There the closed form of
-#: 1 - F(θ)/F(0) ~ θ² would lose log10(1/θ²) digits; above it the loss is at most 2.3
-#: digits (relative error ~5e-14 of sin²θ', i.e. ~2e-15 absolute in θ').
-SERIES_SWITCH = 0.1
-#: Taylor order of the small-angle branches: the remainder at SERIES_SWITCH, relative to
-#: the leading θ² term, is below 1e-17 (θ^11/11! / θ² at θ = 0.1).
-SERIES_ORDER = 13
+_X = sp.Symbol("x", real=True)
+#: Below this angle (radians) the Taylor branches are used (read by the engine source).
+SERIES_SWITCH = 0.3
+#: Taylor order of the small-angle branches; the remainder at SERIES_SWITCH is < 1e-17.
+SERIES_ORDER = 26
+
+
+def arc_cosine_parts(n: int) -> tuple[sp.Expr, sp.Expr]:
+    """Polynomials (Q_n, R_n) in ``co`` = cos θ with J_n(θ) = (π − θ) Q_n + sin θ R_n.
+
+    Derived from the Cho–Saul formula by differentiating symbolically in the variables
+    s = sin θ, co = cos θ and ψ = π − θ (ds/dθ = co, dco/dθ = −s, dψ/dθ = −1).
+    """
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"The arc-cosine order must be an integer >= 0; got {n}.")
+
+    def derive():
+        f = _PSI / _S
+        for _ in range(n):
+            f = sp.cancel((sp.diff(f, _S) * _C - sp.diff(f, _C) * _S - sp.diff(f, _PSI)) / _S)
+        J = sp.expand(sp.cancel((-1) ** n * _S ** (2 * n + 1) * f))
+        reduced = sp.Integer(0)
+        for (k,), coeff in sp.Poly(J, _S).terms():
+            reduced += coeff * (1 - _C**2) ** (k // 2) * _S ** (k % 2)
+        reduced = sp.expand(reduced)
+        Q = sp.expand(reduced.coeff(_PSI, 1))
+        R = sp.expand((reduced - _PSI * Q).coeff(_S, 1))
+        if sp.expand(reduced - _PSI * Q - _S * R) != 0:  # pragma: no cover - structural check
+            raise AssertionError(f"J_{n} is not of the form psi*Q + s*R")
+        return sp.srepr((Q, R))
+
+    Q, R = eval(cached_text(f"arccos-parts|{n}", derive), sp.__dict__)  # noqa: S307 - our own cache
+    return sp.sympify(Q), sp.sympify(R)
 
 
 def cho_saul_J(n: int) -> sp.Expr:
-    """J_n(θ) of Cho & Saul (2009), derived symbolically for any integer n >= 0."""
-    if n < 0:
-        raise ValueError(f"The arc-cosine order must be an integer >= 0; got {n}.")
-    f = (sp.pi - THETA) / sp.sin(THETA)
-    for _ in range(n):
-        f = sp.diff(f, THETA) / sp.sin(THETA)
-    return sp.simplify(sp.expand_trig(sp.simplify((-1) ** n * sp.sin(THETA) ** (2 * n + 1) * f)))
+    """J_n(θ) of Cho & Saul (2009) as a sympy expression in :data:`THETA`, for any integer n >= 0."""
+    Q, R = arc_cosine_parts(n)
+    return sp.expand((sp.pi - THETA) * Q.subs(_C, sp.cos(THETA)) + sp.sin(THETA) * R.subs(_C, sp.cos(THETA)))
 
 
+def _J_at(n: int, s, co, psi):
+    Q, R = arc_cosine_parts(n)
+    return psi * Q.subs(_C, co) + s * R.subs(_C, co)
+
+
+def _series_mul(a, b, N):
+    out = [0] * N
+    for i, x in enumerate(a):
+        if x == 0:
+            continue
+        for j in range(N - i):
+            out[i + j] += x * b[j]
+    return out
+
+
+def _poly_of_series(coeffs, S, N):
+    """Σ_k coeffs[k] S^k for a truncated power series S (Horner)."""
+    acc = [0] * N
+    for c in reversed(coeffs):
+        acc = _series_mul(acc, S, N)
+        acc[0] += c
+    return acc
+
+
+def _cancellation(n: int, psi: float) -> float:
+    """How many times larger the terms of the closed form of J_n(π − ψ) are than its value."""
+    import mpmath as mp
+
+    Q, R = arc_cosine_parts(n)
+    qc = [abs(float(c)) for c in sp.Poly(Q, _C).all_coeffs()[::-1]]
+    rc = [abs(float(c)) for c in sp.Poly(R, _C).all_coeffs()[::-1]] if R != 0 else [0.0]
+    with mp.workdps(60):
+        co, s = -mp.cos(psi), mp.sin(psi)
+        val = abs(float(psi * _poly_mp(Q, co) + s * _poly_mp(R, co)))
+    ac = abs(math.cos(psi))
+    terms = psi * sum(q * ac**k for k, q in enumerate(qc)) + math.sin(psi) * sum(r * ac**k for k, r in enumerate(rc))
+    return terms / val
+
+
+def _poly_mp(P, x):
+    coeffs = sp.Poly(P, _C).all_coeffs() if P != 0 else [0]
+    acc = 0
+    for c in coeffs:
+        acc = acc * x + int(c)
+    return acc
+
+
+#: Largest tolerated cancellation factor of the closed form near θ = π (about 30 ulp).
+_MAX_CANCELLATION = 30.0
+
+
+def _series_tables(n: int):
+    """Taylor coefficients of A(x) = 1 − J_n(x)/J_n(0) and B(x) = J_n(π − x)/J_n(0), the
+    ψ-side switch, computed by truncated power-series arithmetic in 50-digit mpmath
+    (exact zeros kept exact: B = O(x^{2n+1}), A = O(x²) for n >= 1).
+
+    Returns (A, B, switch): coefficient arrays whose remainder at ``switch`` is below
+    1e-19 of the value, and the angle ψ below which the series replace the closed form.
+    """
+
+    def derive():
+        import mpmath as mp
+
+        grid = [0.3 + 0.05 * k for k in range(26)]
+        switch = next((p for p in grid if _cancellation(n, p) <= _MAX_CANCELLATION), math.pi / 2)
+        switch = max(switch, SERIES_SWITCH)
+        Q, R = arc_cosine_parts(n)
+        qc = [int(c) for c in sp.Poly(Q, _C).all_coeffs()[::-1]]
+        rc = [int(c) for c in sp.Poly(R, _C).all_coeffs()[::-1]] if R != 0 else [0]
+        with mp.workdps(60):
+            N = 160
+            cos_s = [mp.mpf(0)] * N
+            sin_s = [mp.mpf(0)] * N
+            for k in range(N):
+                if k % 2 == 0:
+                    cos_s[k] = mp.mpf(-1) ** (k // 2) / mp.factorial(k)
+                else:
+                    sin_s[k] = mp.mpf(-1) ** (k // 2) / mp.factorial(k)
+            J0 = mp.pi * sum(qc)
+            Qp, Rp = _poly_of_series(qc, cos_s, N), _poly_of_series(rc, cos_s, N)
+            Qm, Rm = _poly_of_series(qc, [-x for x in cos_s], N), _poly_of_series(rc, [-x for x in cos_s], N)
+            pi_minus_x = [mp.pi, mp.mpf(-1)] + [mp.mpf(0)] * (N - 2)
+            x_only = [mp.mpf(0), mp.mpf(1)] + [mp.mpf(0)] * (N - 2)
+            Jp = [u + v for u, v in zip(_series_mul(pi_minus_x, Qp, N), _series_mul(sin_s, Rp, N))]
+            Jm = [u + v for u, v in zip(_series_mul(x_only, Qm, N), _series_mul(sin_s, Rm, N))]
+            A = [-v / J0 for v in Jp]
+            A[0] += 1
+            B = [v / J0 for v in Jm]
+            low_a = 1 if n == 0 else 2
+            A = [0 if k < low_a else v for k, v in enumerate(A)]
+            B = [0 if k < 2 * n + 1 else v for k, v in enumerate(B)]
+            scale = abs(sum(v * mp.mpf(switch) ** k for k, v in enumerate(B))) + 1e-300
+            order = N
+            for m in range(2 * n + 2, N - 10):
+                tail = max(abs(A[k]) + abs(B[k]) for k in range(m, m + 10)) * mp.mpf(switch) ** m
+                if tail < mp.mpf("1e-19") * min(scale, 1):
+                    order = m
+                    break
+            return repr(([float(v) for v in A[:order]], [float(v) for v in B[:order]], float(switch)))
+
+    A, B, switch = eval(cached_text(f"arccos-series-v3|{n}", derive))  # noqa: S307 - our own cache
+    return np.array(A), np.array(B), switch
+
+
+def _horner(name: str, coeffs, var: str) -> str:
+    terms = [repr(float(c)) for c in coeffs]
+    expr = terms[-1]
+    for c in reversed(terms[:-1]):
+        expr = f"({expr}) * {var} + {c}"
+    return f"{name} = {expr}"
+
+
+class ArcCosineDual(Dual):
+    r"""Dual of φ(x) = b·max(x, 0)ⁿ + a'·max(−x, 0)ⁿ (arc-cosine kernel of order n, two-sided).
+
+    Parameters
+    ----------
+    degree : int >= 0
+    a_neg, b_pos : float
+        The coefficients a' (of max(−x, 0)ⁿ) and b (of max(x, 0)ⁿ); not both 0.
+    layer : the layer this dual belongs to (for messages and formulas).
+
+    Notes
+    -----
+    T and Ṫ are given in the module docstring. The tile parameters are
+    ``(γ, 1 − γ, 1 + γ, n²S/(2π))``; the generated code depends on n only
+    (``key = "arccos{n}"``).
+    """
+
+    route = "closed form (arc-cosine, sympy)"
+
+    def __init__(self, degree: int, a_neg: float, b_pos: float, layer=None):
+        self.degree = n = int(degree)
+        a_neg, b_pos = float(a_neg), float(b_pos)
+        S = a_neg * a_neg + b_pos * b_pos
+        if S == 0.0:
+            raise ValueError("An arc-cosine dual needs a nonzero coefficient; both a' and b are 0.")
+        self.a_neg, self.b_pos, self.S = a_neg, b_pos, S
+        self.gamma = 2.0 * a_neg * b_pos / S
+        self.key = f"arccos{n}"
+        self.layer = layer
+        self._J0 = math.pi * float(arc_cosine_parts(n)[0].subs(_C, 1))
+        self._J0m = math.pi * float(arc_cosine_parts(n - 1)[0].subs(_C, 1)) if n >= 1 else 0.0
+        self.F0 = S * self._J0 / (2.0 * math.pi)
+        self.G0 = n * n * S * self._J0m / (2.0 * math.pi)
+        self.params = np.array(
+            [self.gamma, (a_neg - b_pos) ** 2 / S, (a_neg + b_pos) ** 2 / S, n * n * S / (2.0 * math.pi)]
+        )
+
+    def __repr__(self):
+        return f"ArcCosineDual(degree={self.degree}, a_neg={self.a_neg!r}, b_pos={self.b_pos!r})"
+
+    # ----- per-point pass -------------------------------------------------------------
+    def point(self, q):
+        q = np.asarray(q, dtype=np.float64)
+        n = self.degree
+        q_out = (q**n if n else np.ones_like(q)) * self.F0
+        if n == 0:
+            tdot = np.zeros_like(q)
+        elif n == 1:
+            tdot = np.full_like(q, self.G0)
+        else:
+            tdot = q ** (n - 1) * self.G0
+        return PointResult(q_out, tdot)
+
+    # ----- NumPy references -------------------------------------------------------------
+    def _J_np(self, n, theta):
+        Q, R = arc_cosine_parts(n)
+        fq = sp.lambdify(_C, Q, "numpy")
+        fr = sp.lambdify(_C, R, "numpy")
+        co = np.cos(theta)
+        return (np.pi - theta) * fq(co) + np.sin(theta) * fr(co)
+
+    def _theta(self, q1, q2, c):
+        q1, q2, c = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (q1, q2, c)))
+        r = np.sqrt(q1 * q2)
+        s = np.sqrt(np.maximum(q1 * q2 - c * c, 0.0))
+        return np.arctan2(s, c), r
+
+    def T(self, q1, q2, c):
+        theta, r = self._theta(q1, q2, c)
+        n = self.degree
+        F = self.S / (2 * np.pi) * (self._J_np(n, theta) + self.gamma * self._J_np(n, np.pi - theta))
+        return (r**n if n else 1.0) * F
+
+    def Tdot(self, q1, q2, c):
+        theta, r = self._theta(q1, q2, c)
+        n = self.degree
+        if n == 0:
+            return np.zeros_like(theta)
+        G = n * n * self.S / (2 * np.pi) * (self._J_np(n - 1, theta) - self.gamma * self._J_np(n - 1, np.pi - theta))
+        return (r ** (n - 1) if n != 1 else 1.0) * G
+
+    def formula(self):
+        q1, q2, c = sp.symbols("q_1 q_2 c", positive=True)
+        theta = sp.acos(c / sp.sqrt(q1 * q2))
+        n = self.degree
+        S = sp.nsimplify(self.S, rational=True)
+        g = sp.nsimplify(self.gamma, rational=True)
+
+        def J(m, ang):
+            return cho_saul_J(m).subs(THETA, ang)
+
+        T = (q1 * q2) ** sp.Rational(n, 2) * S / (2 * sp.pi) * (J(n, theta) + g * J(n, sp.pi - theta))
+        if n == 0:
+            Td = sp.Integer(0)
+        else:
+            Td = (q1 * q2) ** sp.Rational(n - 1, 2) * n**2 * S / (2 * sp.pi) * (J(n - 1, theta) - g * J(n - 1, sp.pi - theta))
+        return T, Td
+
+    # ----- generated tile function --------------------------------------------------------
+    def tile_source(self, name: str) -> str:
+        return cached_text(f"arccos-tile-v2|{self.degree}|{name}", lambda: _generate_arccos(self.degree, name))
+
+
+def _generate_arccos(n: int, name: str) -> str:
+    A, B, sw_pi = _series_tables(n)
+    g = sp.Symbol("g0")
+    J0 = sp.pi * arc_cosine_parts(n)[0].subs(_C, 1)
+    theta = sp.Symbol("theta")
+    # Middle branch: closed form ρ' = [J_n(θ) + γ J_n(π−θ)] / J_n(0).
+    rn_mid = (_J_at(n, _S, _C, _PSI) + g * _J_at(n, _S, -_C, theta)) / J0
+    ind = " " * 12
+    lines = [
+        f"@nb.njit(**JIT_INLINE)",
+        f"def {name}(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, P1, P2, prm, want_ntk):",
+        "    g0 = prm[0]",
+        "    omg = prm[1]",
+        "    opg = prm[2]",
+        "    gsc = prm[3]",
+        "    bi, bj = rho.shape",
+        "    for a in range(bi):",
+        "        sa = sqa[i0 + a]",
+        "        for b in range(bj):",
+        "            co = rho[a, b]",
+        "            s = math.sqrt(sn2[a, b])",
+        "            theta, psi = angle_pair(s, co)",
+        f"            if theta < {SERIES_SWITCH!r}:",
+        "                " + _horner("sa_", A, "theta"),
+        "                " + _horner("sb_", B, "theta"),
+        "                om = sa_ - g0 * sb_",
+        "                rn = 1.0 - om",
+        "                op = 2.0 - om",
+        f"            elif psi < {sw_pi!r}:",
+        "                " + _horner("sa_", A, "psi"),
+        "                " + _horner("sb_", B, "psi"),
+        "                rn = sb_ + g0 * (1.0 - sa_)",
+        "                om = omg + g0 * sa_ - sb_",
+        "                op = opg - g0 * sa_ + sb_",
+        "            else:",
+    ]
+    lines += emit_assignments([("rn", rn_mid)], ind + "    ", "_m")
+    lines += [
+        ind + "    om = 1.0 - rn",
+        ind + "    op = 1.0 + rn",
+        ind + "if om < 0.0:",
+        ind + "    om = 0.0",
+        ind + "if op < 0.0:",
+        ind + "    op = 0.0",
+        ind + "rho[a, b] = min(max(rn, -1.0), 1.0)",
+        ind + "sn2[a, b] = min(om * op, 1.0)",
+    ]
+    if n == 0:
+        lines += [ind + "if want_ntk:", ind + "    t[a, b] = 0.0"]
+    else:
+        Jm0 = sp.pi * arc_cosine_parts(n - 1)[0].subs(_C, 1)
+        G_mid = _J_at(n - 1, _S, _C, _PSI) - g * _J_at(n - 1, _S, -_C, theta)
+        lines += [ind + "if want_ntk:"]
+        if n >= 2:
+            Am, Bm, sw_m = _series_tables(n - 1)
+            jm = float(Jm0)
+            lines += [
+                ind + f"    if psi < {sw_m!r}:",
+                ind + "        " + _horner("ta_", Am, "psi"),
+                ind + "        " + _horner("tb_", Bm, "psi"),
+                ind + f"        gg = {jm!r} * (tb_ - g0 * (1.0 - ta_))",
+                ind + "    else:",
+            ]
+            lines += emit_assignments([("gg", G_mid)], ind + "        ", "_g")
+            lines += [ind + f"    td = gsc * gg * (sa * sqb[j0 + b]) ** {n - 1}"]
+        else:
+            lines += emit_assignments([("gg", G_mid)], ind + "    ", "_g")
+            lines += [ind + "    td = gsc * gg"]
+        lines += [ind + "    t[a, b] = t[a, b] * td"]
+    return "\n".join(lines) + "\n"
+
+
+def two_sided_dual(degree: int, a_neg: float, b_pos: float, layer=None) -> ArcCosineDual:
+    """Dual of φ(x) = b·max(x, 0)ⁿ + a'·max(−x, 0)ⁿ."""
+    return ArcCosineDual(degree, a_neg, b_pos, layer=layer)
+
+
+def rectified_monomial_dual(n: int, layer=None) -> ArcCosineDual:
+    """Dual of φ(x) = max(x, 0)ⁿ: T = (q₁q₂)^{n/2} J_n/(2π), Ṫ = n²(q₁q₂)^{(n-1)/2} J_{n-1}/(2π)."""
+    return ArcCosineDual(n, 0.0, 1.0, layer=layer)
+
+
+# ---------------------------------------------------------------- generic F(θ), G(θ)
 def _trig_to_symbols(expr: sp.Expr) -> sp.Expr:
     """Rewrite sin(θ), cos(θ) (after expanding multiple angles) as the symbols s, co."""
     expr = sp.expand_trig(expr)
@@ -187,15 +536,3 @@ class HomogeneousDual(Dual):
                 lines += [ind + f"    td = td * (sa * sqb[j0 + b]) ** {n - 1}"]
             lines += [ind + "    t[a, b] = t[a, b] * td"]
         return "\n".join(lines) + "\n"
-
-
-def rectified_monomial_dual(n: int, layer=None) -> HomogeneousDual:
-    """Dual of φ(x) = max(x, 0)ⁿ: T = (q₁q₂)^{n/2} J_n/(2π), Ṫ = n²(q₁q₂)^{(n-1)/2} J_{n-1}/(2π)."""
-
-    def derive():
-        F = cho_saul_J(n) / (2 * sp.pi)
-        G = n**2 * cho_saul_J(n - 1) / (2 * sp.pi) if n >= 1 else sp.Integer(0)
-        return sp.srepr((F, G))
-
-    F, G = sp.sympify(eval(cached_text(f"cho-saul|{n}", derive), sp.__dict__))  # noqa: S307 - our own cache
-    return HomogeneousDual(F, G, n, key=f"arccos{n}", layer=layer)
