@@ -270,3 +270,201 @@ def naive_linear_gd_outputs(ntk_train, f0_train, Y, lr, steps):
     for _ in range(steps):
         f = f - lr * ntk_train @ (f - Y)
     return f
+
+
+# ================================================================ activation duals (issue 3)
+# High-precision references for the duals of the built-in activations, independent of
+# ntk_infinite's derivations. T = E[φ(u)φ(v)] is written as a 1-D integral over z₁ of
+# φ(√q₁ z₁)·G(μ, σ), with v = μ + σZ, μ = √q₂ ρ z₁, σ = √q₂ √(1−ρ²) and G(μ, σ) = E[φ(μ + σZ)]
+# from textbook Gaussian-convolution identities typed below (each is one line of calculus:
+# e.g. E[Φ(μ+σZ)] = Φ(μ/√(1+σ²)), E[(μ+σZ)₊] = μΦ(μ/σ) + σN(μ/σ)); the outer integral is
+# mpmath's tanh-sinh quadrature at 20 digits, split at the kinks.
+def _mp_trunc_moments(n, t):
+    """E[Z^j 1{Z > t}] for j = 0..n, by M_j = t^{j-1} N(t) + (j-1) M_{j-2}."""
+    M = [1 - mp.ncdf(t), mp.npdf(t)]
+    for j in range(2, n + 1):
+        M.append(t ** (j - 1) * mp.npdf(t) + (j - 1) * M[j - 2])
+    return M[: n + 1]
+
+
+def _mp_rect_monomial(n, mu, sigma):
+    """E[max(Y, 0)^n], Y ~ N(μ, σ²)."""
+    if sigma == 0:
+        return mu**n if mu > 0 else (mp.mpf(1) if n == 0 and mu > 0 else mp.mpf(0))
+    M = _mp_trunc_moments(n, -mu / sigma)
+    return mp.fsum(mp.binomial(n, j) * mu ** (n - j) * sigma**j * M[j] for j in range(n + 1))
+
+
+def _mp_gaussian_moment(k, mu, sigma):
+    """E[Y^k], Y ~ N(μ, σ²)."""
+    return mp.fsum(mp.binomial(k, 2 * j) * mu ** (k - 2 * j) * sigma ** (2 * j) * mp.fac2(2 * j - 1)
+                   for j in range(k // 2 + 1))
+
+
+def _mp_activation(layer):
+    """(φ, φ', G, G', kinks) in mpmath for a built-in activation; G(μ, σ) = E[φ(μ + σZ)]."""
+    A = nk.activations
+    name = type(layer).__name__
+    if name in ("ReLU", "LeakyReLU", "ABReLU", "Abs", "Step", "Sign", "RectifiedMonomial"):
+        n = {"Step": 0, "Sign": 0, "RectifiedMonomial": getattr(layer, "degree", 1)}.get(name, 1)
+        # φ = b·max(x,0)^n + a'·max(-x,0)^n
+        a_neg, b_pos = {"ReLU": (0, 1), "LeakyReLU": (-getattr(layer, "alpha", 0), 1), "Abs": (1, 1),
+                        "Step": (0, 1), "Sign": (-1, 1), "RectifiedMonomial": (0, 1)}.get(
+            name, (-getattr(layer, "a", 0), getattr(layer, "b", 1)))
+        a_neg, b_pos = mp.mpf(a_neg), mp.mpf(b_pos)
+
+        def phi(x):
+            return b_pos * (x**n if x > 0 else 0) + a_neg * ((-x) ** n if x < 0 else 0) if n else \
+                (b_pos if x > 0 else (a_neg if x < 0 else 0))
+
+        def dphi(x):
+            if n == 0:
+                return mp.mpf(0)
+            return n * (b_pos * (x ** (n - 1) if x > 0 else 0) - a_neg * ((-x) ** (n - 1) if x < 0 else 0))
+
+        def G(mu, s):
+            return b_pos * _mp_rect_monomial(n, mu, s) + a_neg * _mp_rect_monomial(n, -mu, s)
+
+        def dG(mu, s):
+            if n == 0:
+                return mp.mpf(0)
+            return n * (b_pos * _mp_rect_monomial(n - 1, mu, s) - a_neg * _mp_rect_monomial(n - 1, -mu, s))
+
+        return phi, dphi, G, dG, (0.0,)
+    if name in ("Monomial", "Polynomial"):
+        coef = [mp.mpf(c) for c in layer.coef]
+
+        def phi(x):
+            return mp.fsum(c * x**k for k, c in enumerate(coef))
+
+        def dphi(x):
+            return mp.fsum(k * c * x ** (k - 1) for k, c in enumerate(coef) if k)
+
+        def G(mu, s):
+            return mp.fsum(c * _mp_gaussian_moment(k, mu, s) for k, c in enumerate(coef))
+
+        def dG(mu, s):
+            return mp.fsum(k * c * _mp_gaussian_moment(k - 1, mu, s) for k, c in enumerate(coef) if k)
+
+        return phi, dphi, G, dG, ()
+    if name == "Erf":
+        a, b, c = (mp.mpf(v) for v in (layer.a, layer.b, layer.c))
+
+        def G(mu, s):
+            return a * mp.erf(b * mu / mp.sqrt(1 + 2 * b * b * s * s)) + c
+
+        def dG(mu, s):
+            m = 1 + 2 * b * b * s * s
+            return a * b * 2 / mp.sqrt(mp.pi) * mp.exp(-b * b * mu * mu / m) / mp.sqrt(m)
+
+        return (lambda x: a * mp.erf(b * x) + c, lambda x: a * b * 2 / mp.sqrt(mp.pi) * mp.exp(-(b * x) ** 2), G, dG, ())
+    if name == "GELU":
+        def G(mu, s):
+            r = mp.sqrt(1 + s * s)
+            return mu * mp.ncdf(mu / r) + s * s * mp.npdf(mu / r) / r
+
+        def dG(mu, s):
+            r = mp.sqrt(1 + s * s)
+            return mp.ncdf(mu / r) + mu * mp.npdf(mu / r) / r**3
+
+        return (lambda x: x * mp.ncdf(x), lambda x: mp.ncdf(x) + x * mp.npdf(x), G, dG, ())
+    if name in ("Sin", "Cos", "RBF"):
+        if name == "RBF":
+            a, b, c, trig = mp.sqrt(2), mp.sqrt(2 * mp.mpf(layer.gamma)), mp.pi / 4, mp.sin
+        else:
+            a, b, c, trig = mp.mpf(layer.a), mp.mpf(layer.b), mp.mpf(layer.c), (mp.sin if name == "Sin" else mp.cos)
+        dtrig = (lambda x: mp.cos(x)) if trig is mp.sin else (lambda x: -mp.sin(x))
+        return (lambda x: a * trig(b * x + c), lambda x: a * b * dtrig(b * x + c),
+                lambda mu, s: a * mp.exp(-b * b * s * s / 2) * trig(b * mu + c),
+                lambda mu, s: a * b * mp.exp(-b * b * s * s / 2) * dtrig(b * mu + c), ())
+    if name == "Gaussian":
+        a, b = mp.mpf(layer.a), mp.mpf(layer.b)
+
+        def G(mu, s):
+            m = 1 - 2 * b * s * s
+            return a * mp.exp(b * mu * mu / m) / mp.sqrt(m)
+
+        def dG(mu, s):
+            m = 1 - 2 * b * s * s
+            return 2 * a * b * mu / m * mp.exp(b * mu * mu / m) / mp.sqrt(m)
+
+        return (lambda x: a * mp.exp(b * x * x), lambda x: 2 * a * b * x * mp.exp(b * x * x), G, dG, ())
+    if name == "Exp":
+        a, b = mp.mpf(layer.a), mp.mpf(layer.b)
+        return (lambda x: a * mp.exp(b * x), lambda x: a * b * mp.exp(b * x),
+                lambda mu, s: a * mp.exp(b * mu + b * b * s * s / 2),
+                lambda mu, s: a * b * mp.exp(b * mu + b * b * s * s / 2), ())
+    if name == "ELU":
+        al = mp.mpf(layer.alpha)
+
+        def phi(x):
+            return x if x > 0 else al * mp.expm1(x)
+
+        def dphi(x):
+            return mp.mpf(1) if x > 0 else al * mp.exp(x)
+
+        def G(mu, s):
+            if s == 0:
+                return phi(mu)
+            return (_mp_rect_monomial(1, mu, s) + al * (mp.exp(mu + s * s / 2) * mp.ncdf(-(mu + s * s) / s)
+                                                       - mp.ncdf(-mu / s)))
+
+        def dG(mu, s):
+            if s == 0:
+                return dphi(mu)
+            return mp.ncdf(mu / s) + al * mp.exp(mu + s * s / 2) * mp.ncdf(-(mu + s * s) / s)
+
+        return phi, dphi, G, dG, (0.0,)
+    raise TypeError(f"no mpmath reference for {layer!r}")
+
+
+def mp_dual(layer, q1, q2, c, dps=20):
+    """(T, Ṫ) of a built-in activation at (q1, q2, c) as mpf, 1-D tanh-sinh quadrature of the
+    inner Gaussian convolution (see the section comment). q1, q2, c may be mpf."""
+    with mp.workdps(dps):
+        phi, dphi, G, dG, kinks = _mp_activation(layer)
+        q1, q2, c = mp.mpf(q1), mp.mpf(q2), mp.mpf(c)
+        a, b = mp.sqrt(q1), mp.sqrt(q2)
+        if a == 0 or b == 0:
+            return phi(0) * G(0, b) if a == 0 else G(0, a) * phi(0), dphi(0) * dG(0, b) if a == 0 else dG(0, a) * dphi(0)
+        rho = max(mp.mpf(-1), min(mp.mpf(1), c / (a * b)))
+        s = mp.sqrt(max(mp.mpf(0), (1 - rho) * (1 + rho)))
+        points = {mp.mpf(0)}
+        for k in kinks:
+            points.add(mp.mpf(k) / a)
+            if rho != 0:
+                points.add(mp.mpf(k) / (b * rho))
+        # |z| <= 10: the Gaussian tail beyond is e^{-50} ~ 2e-22 of the total, below dps=20.
+        edges = [mp.mpf(-10), *sorted(p for p in points if abs(p) < 10), mp.mpf(10)]
+
+        def outer(f, g):
+            return mp.quad(lambda z: f(a * z) * g(b * rho * z, b * s) * mp.npdf(z), edges, method="gauss-legendre")
+
+        return outer(phi, G), outer(dphi, dG)
+
+
+def mp_kernels(arch, x1, x2, dps=20):
+    """(Σ, Θ) for one pair through Dense layers and built-in activations, in mpmath from the
+    exact binary values of the inputs (each activation by :func:`mp_dual`)."""
+    with mp.workdps(dps):
+        x1 = [mp.mpf(float(v)) for v in x1]
+        x2 = [mp.mpf(float(v)) for v in x2]
+        d = len(x1)
+        q1 = mp.fsum(u * u for u in x1) / d
+        q2 = mp.fsum(v * v for v in x2) / d
+        c = mp.fsum(u * v for u, v in zip(x1, x2)) / d
+        th = mp.mpf(0)
+        for layer in arch:
+            if isinstance(layer, nk.Dense):
+                w2, b2 = mp.mpf(layer.w_std) ** 2, mp.mpf(layer.b_std) ** 2
+                q1, q2, c = w2 * q1 + b2, w2 * q2 + b2, w2 * c + b2
+                th = w2 * th + c
+            elif isinstance(layer, nk.Identity):
+                continue
+            else:
+                T, Td = mp_dual(layer, q1, q2, c, dps)
+                q1 = mp_dual(layer, q1, q1, q1, dps)[0]
+                q2 = mp_dual(layer, q2, q2, q2, dps)[0]
+                th = Td * th
+                c = T
+        return c, th

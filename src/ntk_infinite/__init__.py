@@ -24,6 +24,10 @@ from .textform import parse_architecture  # noqa: E402
 from . import predict  # noqa: E402
 from . import empirical  # noqa: E402
 from .selection import select  # noqa: E402
+from .activations import (  # noqa: E402
+    ABReLU, Abs, Cos, ELU, Erf, Exp, GELU, Gaussian, LeakyReLU, Mish, Monomial, Polynomial, RBF,
+    RectifiedMonomial, SiLU, Sigmoid, Sign, Sin, Softplus, Step, Tanh,
+)
 
 __all__ = [
     "__version__",
@@ -46,6 +50,9 @@ __all__ = [
     "predict",
     "empirical",
     "select",
+    # activations (ntk_infinite.activations)
+    "LeakyReLU", "ABReLU", "Abs", "Step", "Sign", "RectifiedMonomial", "Monomial", "Polynomial", "Erf",
+    "GELU", "Sin", "Cos", "Gaussian", "Exp", "RBF", "Tanh", "Sigmoid", "Softplus", "SiLU", "ELU", "Mish",
 ]
 
 
