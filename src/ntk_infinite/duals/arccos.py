@@ -71,6 +71,11 @@ _S, _C, _PSI = sp.symbols("s co psi", real=True)
 _X = sp.Symbol("x", real=True)
 #: Below this angle (radians) the Taylor branches are used (read by the engine source).
 SERIES_SWITCH = 0.3
+#: Angles (from 0 or from π) below which the generated tile re-evaluates an entry with the
+#: Taylor branches; above it the vectorised closed form is used.
+FIXUP_SWITCH = 0.02
+#: Degree-0 tiles treat sin θ below this (a few ulp of the inputs' rounding) as exactly 0.
+_SNAP = 4e-16
 #: Taylor order of the small-angle branches; the remainder at SERIES_SWITCH is < 1e-17.
 SERIES_ORDER = 26
 
@@ -322,65 +327,101 @@ class ArcCosineDual(Dual):
 
     # ----- generated tile function --------------------------------------------------------
     def tile_source(self, name: str) -> str:
-        return cached_text(f"arccos-tile-v2|{self.degree}|{name}", lambda: _generate_arccos(self.degree, name))
+        return cached_text(f"arccos-tile-v7|{self.degree}|{name}", lambda: _generate_arccos(self.degree, name))
 
 
 def _generate_arccos(n: int, name: str) -> str:
+    """Numba source of the tile function of the order-n two-sided arc-cosine dual.
+
+    Two loops per tile row, so the common case vectorises (duals/base.py): a branch-free
+    main loop over row views evaluates the closed form for every entry, then a scalar
+    fix-up loop re-evaluates the few entries whose angle is within the Taylor switch of 0
+    or π with the series branches, from a copy of the row's input state.
+    """
     A, B, sw_pi = _series_tables(n)
     g = sp.Symbol("g0")
     J0 = sp.pi * arc_cosine_parts(n)[0].subs(_C, 1)
     theta = sp.Symbol("theta")
     # Middle branch: closed form ρ' = [J_n(θ) + γ J_n(π−θ)] / J_n(0).
     rn_mid = (_J_at(n, _S, _C, _PSI) + g * _J_at(n, _S, -_C, theta)) / J0
-    ind = " " * 12
-    lines = [
-        f"@nb.njit(**JIT_INLINE)",
-        f"def {name}(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, P1, P2, prm, want_ntk):",
-        "    g0 = prm[0]",
-        "    omg = prm[1]",
-        "    opg = prm[2]",
-        "    gsc = prm[3]",
-        "    bi, bj = rho.shape",
-        "    for a in range(bi):",
-        "        sa = sqa[i0 + a]",
-        "        for b in range(bj):",
-        "            co = rho[a, b]",
-        "            s = math.sqrt(sn2[a, b])",
-        "            theta, psi = angle_pair(s, co)",
-        f"            if theta < {SERIES_SWITCH!r}:",
-        "                " + _horner("sa_", A, "theta"),
-        "                " + _horner("sb_", B, "theta"),
-        "                om = sa_ - g0 * sb_",
-        "                rn = 1.0 - om",
-        "                op = 2.0 - om",
-        f"            elif psi < {sw_pi!r}:",
-        "                " + _horner("sa_", A, "psi"),
-        "                " + _horner("sb_", B, "psi"),
-        "                rn = sb_ + g0 * (1.0 - sa_)",
-        "                om = omg + g0 * sa_ - sb_",
-        "                op = opg - g0 * sa_ + sb_",
-        "            else:",
-    ]
-    lines += emit_assignments([("rn", rn_mid)], ind + "    ", "_m")
-    lines += [
-        ind + "    om = 1.0 - rn",
-        ind + "    op = 1.0 + rn",
-        ind + "if om < 0.0:",
-        ind + "    om = 0.0",
-        ind + "if op < 0.0:",
-        ind + "    op = 0.0",
-        ind + "rho[a, b] = min(max(rn, -1.0), 1.0)",
-        ind + "sn2[a, b] = min(om * op, 1.0)",
-    ]
-    if n == 0:
-        lines += [ind + "if want_ntk:", ind + "    t[a, b] = 0.0"]
-    else:
-        Jm0 = sp.pi * arc_cosine_parts(n - 1)[0].subs(_C, 1)
+    if n >= 1:
         G_mid = _J_at(n - 1, _S, _C, _PSI) - g * _J_at(n - 1, _S, -_C, theta)
-        lines += [ind + "if want_ntk:"]
+    sw_td = _series_tables(n - 1)[2] if n >= 2 else 0.0
+    # Entries with cos θ above/below these are re-evaluated by the exact (series) code. Above
+    # FIXUP_SWITCH the closed form's 1 - ρ' has relative error ~ε/θ² <= 6e-13, i.e. ~1e-14
+    # absolute in the next angle, and most pairs of deep networks (θ -> 0 slowly) stay in
+    # the vectorised loop.
+    fix_hi = math.cos(FIXUP_SWITCH)
+    # Near θ = π the closed form of J_n(π − ψ) ~ ψ^{2n+1} cancels (more for larger n): there
+    # the fix-up range is the series' own switch, so T and Ṫ keep their relative accuracy.
+    fix_lo = -math.cos(max(FIXUP_SWITCH, sw_pi, sw_td))
+
+    def angle(ind):
+        lines = [ind + "co = rin[b]", ind + "s = math.sqrt(sin2[b])"]
+        if n == 0:
+            # Degree 0 (steps) maps θ to θ' ~ √θ, so angles below the rounding level of the
+            # inputs are snapped to 0 rather than amplified. A zero-variance input (the
+            # engine's ρ = sin²θ = 0) paired with a nonzero one is independent of it:
+            # θ = π/2, the limit that matches its per-point variance F(0) (PSD kernel).
+            lines += [
+                ind + f"s = s if s >= {_SNAP!r} else 0.0",
+                ind + "s = 1.0 if (s == 0.0 and co == 0.0 and (sa != 0.0 or sqbb[b] != 0.0)) else s",
+            ]
+        return lines + [ind + "theta, psi = angle_pair(s, co)"]
+
+    def scale(ind):  # (q1 q2)^((n-1)/2) of the NTK factor
+        if n <= 1:
+            return []
+        return [ind + "r_ = sa * sqbb[b]", ind + "td = td" + " * r_" * (n - 1)]
+
+    def closed_entry(ind, with_ntk):
+        lines = angle(ind)
+        lines += emit_assignments([("rn", rn_mid)], ind, "_m")
+        lines += [
+            ind + "om = max(1.0 - rn, 0.0)",
+            ind + "op = max(1.0 + rn, 0.0)",
+            ind + "rr[b] = min(max(rn, -1.0), 1.0)",
+            ind + "ss[b] = min(om * op, 1.0)",
+        ]
+        if with_ntk:
+            if n == 0:
+                lines += [ind + "tt[b] = 0.0"]
+            else:
+                lines += emit_assignments([("gg", G_mid)], ind, "_g")
+                lines += [ind + "td = gsc * gg"] + scale(ind) + [ind + "tt[b] = tin[b] * td"]
+        return lines
+
+    def exact_entry(ind):
+        lines = angle(ind) + [
+            ind + f"if theta < {SERIES_SWITCH!r}:",
+            ind + "    " + _horner("sa_", A, "theta"),
+            ind + "    " + _horner("sb_", B, "theta"),
+            ind + "    om = sa_ - g0 * sb_",
+            ind + "    rn = 1.0 - om",
+            ind + "    op = 2.0 - om",
+            ind + f"elif psi < {sw_pi!r}:",
+            ind + "    " + _horner("sa_", A, "psi"),
+            ind + "    " + _horner("sb_", B, "psi"),
+            ind + "    rn = sb_ + g0 * (1.0 - sa_)",
+            ind + "    om = omg + g0 * sa_ - sb_",
+            ind + "    op = opg - g0 * sa_ + sb_",
+            ind + "else:",
+        ]
+        lines += emit_assignments([("rn", rn_mid)], ind + "    ", "_m")
+        lines += [
+            ind + "    om = 1.0 - rn",
+            ind + "    op = 1.0 + rn",
+            ind + "om = max(om, 0.0)",
+            ind + "op = max(op, 0.0)",
+            ind + "rr[b] = min(max(rn, -1.0), 1.0)",
+            ind + "ss[b] = min(om * op, 1.0)",
+            ind + "if want_ntk:",
+        ]
+        if n == 0:
+            return lines + [ind + "    tt[b] = 0.0"]
         if n >= 2:
             Am, Bm, sw_m = _series_tables(n - 1)
-            jm = float(Jm0)
+            jm = float(sp.pi * arc_cosine_parts(n - 1)[0].subs(_C, 1))
             lines += [
                 ind + f"    if psi < {sw_m!r}:",
                 ind + "        " + _horner("ta_", Am, "psi"),
@@ -389,11 +430,53 @@ def _generate_arccos(n: int, name: str) -> str:
                 ind + "    else:",
             ]
             lines += emit_assignments([("gg", G_mid)], ind + "        ", "_g")
-            lines += [ind + f"    td = gsc * gg * (sa * sqb[j0 + b]) ** {n - 1}"]
         else:
             lines += emit_assignments([("gg", G_mid)], ind + "    ", "_g")
-            lines += [ind + "    td = gsc * gg"]
-        lines += [ind + "    t[a, b] = t[a, b] * td"]
+        return lines + [ind + "    td = gsc * gg"] + scale(ind + "    ") + [ind + "    tt[b] = tin[b] * td"]
+
+    ind = " " * 12
+    lines = [
+        "@nb.njit(**JIT_INLINE)",
+        f"def {name}(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, P1, P2, prm, want_ntk):",
+        "    g0 = prm[0]",
+        "    omg = prm[1]",
+        "    opg = prm[2]",
+        "    gsc = prm[3]",
+        "    bi, bj = rho.shape",
+        "    rin = np.empty(bj)",
+        "    sin2 = np.empty(bj)",
+        "    tin = np.empty(bj)",
+        "    fix = np.empty(bj, dtype=np.int64)",
+        "    sqbb = sqb[j0:j0 + bj]",
+        "    for a in range(bi):",
+        "        sa = sqa[i0 + a]",
+        "        rr = rho[a]",
+        "        ss = sn2[a]",
+        "        tt = t[a] if want_ntk else tin",
+        "        for b in range(bj):",
+        "            rin[b] = rr[b]",
+        "            sin2[b] = ss[b]",
+        "        if want_ntk:",
+        "            for b in range(bj):",
+        "                tin[b] = tt[b]",
+        "            for b in range(bj):",
+    ]
+    lines += closed_entry(ind + "    ", True)
+    lines += ["        else:", "            for b in range(bj):"]
+    lines += closed_entry(ind + "    ", False)
+    lines += [
+        # Angles near 0 or pi: the Taylor branches, entry by entry (rare off the diagonal).
+        # Indices are collected first: a conditional body inside the scan would be
+        # vectorised by predication, i.e. executed for every entry (measured 3x slower).
+        "        m = 0",
+        "        for b in range(bj):",
+        f"            if rin[b] > {fix_hi!r} or rin[b] < {fix_lo!r}:",
+        "                fix[m] = b",
+        "                m += 1",
+        "        for k in range(m):",
+        "            b = fix[k]",
+    ]
+    lines += exact_entry(ind)
     return "\n".join(lines) + "\n"
 
 
