@@ -75,18 +75,21 @@ def check_contract(arch, X, seed):
         k_perm = kernel(X[perm])
         Q = special_ortho_group.rvs(X.shape[1], random_state=seed) if X.shape[1] > 1 else np.array([[-1.0]])
         k_rot = kernel(X @ Q)
+    # Exact routes agree to rounding; numerical ones (series, quadrature) within their
+    # reported accuracy, e.g. a 2-D rule that is not symmetric in its two points.
+    rtol = max(ROUNDING_RTOL, 10 * kernel.error_estimate)
     for name in ("nngp", "ntk"):
         K = getattr(k, name)
         assert np.isfinite(K).all(), f"{name} has non-finite entries"
         np.testing.assert_array_equal(K, K.T, err_msg=f"{name} is not exactly symmetric")
-        _close(getattr(k_xx, name), K, ROUNDING_RTOL)
+        _close(getattr(k_xx, name), K, rtol)
         np.testing.assert_array_equal(getattr(d, name), np.diag(K))
         eig = np.linalg.eigvalsh(K)
         assert eig[0] >= -PSD_RTOL * max(eig[-1], 0.0) - 1e-300, f"{name} not PSD: {eig[0]} vs {eig[-1]}"
         for kt in k_tiles:
-            _close(getattr(kt, name), K, ROUNDING_RTOL)
-        _close(getattr(k_perm, name), K[np.ix_(perm, perm)], ROUNDING_RTOL)
-        _close(getattr(k_rot, name), K, 1e-9)
+            _close(getattr(kt, name), K, rtol)
+        _close(getattr(k_perm, name), K[np.ix_(perm, perm)], rtol)
+        _close(getattr(k_rot, name), K, max(1e-9, rtol))
 
 
 @pytest.mark.parametrize("case_id, activation", CASES, ids=[c[0] for c in CASES])
