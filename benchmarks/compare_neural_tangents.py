@@ -29,6 +29,8 @@ import textwrap
 
 import numpy as np
 
+from ntk_infinite.reports.performance import RSS_HELPERS
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -37,15 +39,7 @@ W, B, DEPTH = 1.5, 0.1, 3
 NT_CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
-    def _rss(field):
-        for line in open("/proc/self/status"):
-            if line.startswith(field):
-                return int(line.split()[1])
-
-    def reset_peak():
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-
+    __RSS_HELPERS__
     import numpy as np
     import jax
     jax.config.update("jax_enable_x64", True)
@@ -74,20 +68,12 @@ NT_CHILD = textwrap.dedent(
         peak = _rss("VmHWM:")
         print(json.dumps({{"seconds": best, "peak_mib": (peak - base) / 1024}}))
     """
-).format(w=W, b=B)
+).format(w=W, b=B).replace("__RSS_HELPERS__", RSS_HELPERS)
 
 OURS_CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
-    def _rss(field):
-        for line in open("/proc/self/status"):
-            if line.startswith(field):
-                return int(line.split()[1])
-
-    def reset_peak():
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-
+    __RSS_HELPERS__
     import numpy as np
     import ntk_infinite as nk
     kernel = nk.compile(nk.serial(*[nk.Dense({w}, {b}), nk.ReLU()] * int(sys.argv[2]), nk.Dense({w}, {b})))
@@ -100,7 +86,7 @@ OURS_CHILD = textwrap.dedent(
     peak = _rss("VmHWM:")
     print(json.dumps({{"seconds": best, "peak_mib": (peak - base) / 1024}}))
     """
-).format(w=W, b=B)
+).format(w=W, b=B).replace("__RSS_HELPERS__", RSS_HELPERS)
 
 
 def _run(python, script, *args):

@@ -54,18 +54,23 @@ def numpy_relu_kernels(X, depth, w_std=W_STD, b_std=B_STD):
     return S, T
 
 
+#: Linux peak-RSS helpers for benchmark children: writing 5 to /proc/self/clear_refs resets
+#: the high-water mark VmHWM, so growth over a run is VmHWM after minus VmRSS before.
+RSS_HELPERS = """
+def _rss(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1])
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+"""
+
 _CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
-    def _rss(field):
-        for line in open("/proc/self/status"):
-            if line.startswith(field):
-                return int(line.split()[1])
-
-    def reset_peak():
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-
+    __RSS_HELPERS__
     import numpy as np
     impl, depth, n, d, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     X = np.random.default_rng(0).normal(size=(n, d))
@@ -89,7 +94,7 @@ _CHILD = textwrap.dedent(
     peak = _rss("VmHWM:")
     print(json.dumps({{"seconds": best, "peak_mib": (peak - base) / 1024.0}}))
     """
-).format(w=W_STD, b=B_STD)
+).format(w=W_STD, b=B_STD).replace("__RSS_HELPERS__", RSS_HELPERS)
 
 
 def measure(impl: str, depth: int, n: int, d: int = FEATURES, repeats: int = 3) -> dict:
