@@ -433,7 +433,13 @@ def mp_dual(layer, q1, q2, c, dps=20):
         for k in kinks:
             points.add(mp.mpf(k) / a)
             if rho != 0:
-                points.add(mp.mpf(k) / (b * rho))
+                # the inner convolution smooths the kink of φ(v) over a width s/|ρ| around
+                # z = k/(bρ): graded points resolve it for nearly parallel pairs
+                zc, w = mp.mpf(k) / (b * rho), s / abs(rho)
+                points.add(zc)
+                while 0 < w < 10:
+                    points.update((zc - w, zc + w))
+                    w *= 4
         # |z| <= 10: the Gaussian tail beyond is e^{-50} ~ 2e-22 of the total, below dps=20.
         edges = [mp.mpf(-10), *sorted(p for p in points if abs(p) < 10), mp.mpf(10)]
 
@@ -443,9 +449,10 @@ def mp_dual(layer, q1, q2, c, dps=20):
         return outer(phi, G), outer(dphi, dG)
 
 
-def mp_kernels(arch, x1, x2, dps=20):
+def mp_kernels(arch, x1, x2, dps=20, dual=None):
     """(Σ, Θ) for one pair through Dense layers and built-in activations, in mpmath from the
-    exact binary values of the inputs (each activation by :func:`mp_dual`)."""
+    exact binary values of the inputs (each activation by ``dual``, default :func:`mp_dual`)."""
+    dual = dual or mp_dual
     with mp.workdps(dps):
         x1 = [mp.mpf(float(v)) for v in x1]
         x2 = [mp.mpf(float(v)) for v in x2]
@@ -462,9 +469,47 @@ def mp_kernels(arch, x1, x2, dps=20):
             elif isinstance(layer, nk.Identity):
                 continue
             else:
-                T, Td = mp_dual(layer, q1, q2, c, dps)
-                q1 = mp_dual(layer, q1, q1, q1, dps)[0]
-                q2 = mp_dual(layer, q2, q2, q2, dps)[0]
+                T, Td = dual(layer, q1, q2, c, dps)
+                q1 = dual(layer, q1, q1, q1, dps)[0]
+                q2 = dual(layer, q2, q2, q2, dps)[0]
                 th = Td * th
                 c = T
         return c, th
+
+
+def mp_arccos_dual(layer, q1, q2, c, dps=30):
+    """(T, Ṫ) of the arc-cosine family of order n <= 2 in mpmath, typed from Cho & Saul
+    (2009, eq. 6): J₀ = π − θ, J₁ = sin θ + (π − θ) cos θ, J₂ = 3 sin θ cos θ + (π − θ)(1 + 2cos²θ),
+    E[max(u,0)ⁿ max(v,0)ⁿ] = (q₁q₂)^{n/2} Jₙ(θ)/(2π); the cross terms of the two-sided
+    φ = b·max(x,0)ⁿ + a'·max(−x,0)ⁿ are the same kernel at the angle π − θ (the pair (u, −v))."""
+    name = type(layer).__name__
+    if name not in ("ReLU", "LeakyReLU", "ABReLU", "Abs", "Step", "Sign", "RectifiedMonomial"):
+        raise TypeError(f"{name} is not in the arc-cosine family")
+    n = {"Step": 0, "Sign": 0, "RectifiedMonomial": getattr(layer, "degree", 1)}.get(name, 1)
+    a_neg, b_pos = {"ReLU": (0, 1), "LeakyReLU": (-getattr(layer, "alpha", 0), 1), "Abs": (1, 1), "Step": (0, 1),
+                    "Sign": (-1, 1), "RectifiedMonomial": (0, 1)}.get(name, (-getattr(layer, "a", 0), getattr(layer, "b", 1)))
+    if n > 2:
+        raise TypeError("Cho & Saul give J_n explicitly for n <= 2 only")
+    with mp.workdps(dps):
+        a_neg, b_pos = mp.mpf(a_neg), mp.mpf(b_pos)
+        q1, q2, c = mp.mpf(q1), mp.mpf(q2), mp.mpf(c)
+        r = mp.sqrt(q1 * q2)
+        th = mp.acos(max(mp.mpf(-1), min(mp.mpf(1), c / r))) if r > 0 else mp.pi / 2
+        J = [lambda t: mp.pi - t,
+             lambda t: mp.sin(t) + (mp.pi - t) * mp.cos(t),
+             lambda t: 3 * mp.sin(t) * mp.cos(t) + (mp.pi - t) * (1 + 2 * mp.cos(t) ** 2)]
+
+        def kern(m, sign):  # b²K(θ) + a'²K(θ) + 2 sign a'b K(π − θ)
+            return ((a_neg**2 + b_pos**2) * J[m](th) + sign * 2 * a_neg * b_pos * J[m](mp.pi - th)) / (2 * mp.pi)
+
+        T = r**n * kern(n, 1)
+        Td = n * n * r ** (n - 1) * kern(n - 1, -1) if n else mp.mpf(0)
+        return T, Td
+
+
+def mp_dual_fast(layer, q1, q2, c, dps=20):
+    """:func:`mp_arccos_dual` where it applies (milliseconds), else :func:`mp_dual`."""
+    try:
+        return mp_arccos_dual(layer, q1, q2, c, dps=max(dps, 30))
+    except (TypeError, KeyError):
+        return mp_dual(layer, q1, q2, c, dps)

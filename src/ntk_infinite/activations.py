@@ -523,7 +523,8 @@ class Tanh(ActivationLayer):
         return np.tanh(_arr(x))
 
     def dfn(self, x):
-        return 1.0 / np.cosh(_arr(x)) ** 2
+        t = np.tanh(_arr(x))
+        return 1.0 - t * t
 
     def expression(self, x):
         return sp.tanh(x)

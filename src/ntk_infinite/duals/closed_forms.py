@@ -28,8 +28,10 @@ r = √(q₁q₂), s₁s₂ = √(T₁₁T₂₂) and P = T(q₁, q₂, r) (perf
     1 - \rho' = \frac{(s_1 s_2 - P) + \int_c^{r} \dot T(q_1, q_2, c')\, dc'}{s_1 s_2},
 
 because ∂T/∂c = Ṫ (Price 1958). The integral runs over an interval of length r(1 − ρ)
-(computed without cancellation) and is evaluated by 8-point Gauss–Legendre; s₁s₂ − P ≥ 0
-(Cauchy–Schwarz) vanishes exactly for equal variances. For odd (even) φ the same is done
+(computed without cancellation) and is evaluated by 8-point Gauss–Legendre. The gap
+s₁s₂ − P ≥ 0 (Cauchy–Schwarz) vanishes exactly for equal variances; for nearly equal ones,
+scales m ∓ ε, it is s₁s₂(h₂(m)ε² + O(ε⁴)) with h₂ derived by sympy, since the difference
+itself would cancel. For odd (even) φ the same is done
 around ρ = −1, where T(q₁, q₂, −r) = ∓P. Identical inputs therefore give ρ' = 1 exactly.
 """
 
@@ -63,6 +65,9 @@ _SOURCE_HASH = hashlib.sha256(
 
 #: Below this 1 − |ρ| the Price-integral branch computes 1 ∓ ρ' (see the module docstring).
 PRICE_SWITCH = 1e-2
+#: Below this |√q₁ − √q₂|/(√q₁ + √q₂) the gap s₁s₂ − P comes from its series h₂ε² (relative
+#: truncation error ~1e-8), above it from the difference (relative error ~1e-16/ε² <= 1e-8).
+GAP_SWITCH = 1e-4
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(8)
 _GL_X = 0.5 * (_GL_X + 1.0)
 _GL_W = 0.5 * _GL_W
@@ -101,19 +106,39 @@ def _derive_one(phi: sp.Expr):
     return stabilize(T, defs)
 
 
+#: Half-sum of the output scales of a pair, symbol of the gap coefficient (see _gap_coefficient).
+GAP_M = sp.Symbol("gm", positive=True)
+
+
+def _gap_coefficient(T, defs):
+    r"""h₂(m) with 1 − P(m−ε, m+ε)/√(P(m−ε, m−ε)P(m+ε, m+ε)) = h₂(m)ε² + O(ε⁴), where
+    P(a, b) = T(a², b², ab) is the dual of perfectly correlated inputs of scales a, b."""
+    e = sp.Symbol("epsilon", positive=True)
+    expr = T
+    for w, d in defs:
+        expr = expr.subs(w, d)
+
+    def P(a, b):
+        return expr.subs({D: 0, DM: (a - b) ** 2, DP: (a + b) ** 2}).subs({Q1: a**2, Q2: b**2, C: a * b})
+
+    a, b = GAP_M - e, GAP_M + e
+    h = 1 - P(a, b) / sp.sqrt(P(a, a) * P(b, b))
+    return sp.simplify(sp.diff(h, e, 2).subs(e, 0) / 2)
+
+
 @lru_cache(maxsize=64)
 def derived(family_key: str, phi_srepr: str):
-    """Stabilised (T, T-defs, Ṫ, Ṫ-defs) of φ, derived once and cached on disk."""
+    """Stabilised (T, T-defs, Ṫ, Ṫ-defs, h₂) of φ, derived once and cached on disk."""
 
     def produce():
         phi = sp.sympify(eval(phi_srepr, sp.__dict__))  # noqa: S307 - our own srepr
         T, Tdefs = _derive_one(phi)
         Td, Tddefs = _derive_one(sp.diff(phi, X))
-        return sp.srepr((T, tuple(Tdefs), Td, tuple(Tddefs)))
+        return sp.srepr((T, tuple(Tdefs), Td, tuple(Tddefs), _gap_coefficient(T, Tdefs)))
 
     text = cached_text(f"closed-form|{_SOURCE_HASH}|{family_key}|{phi_srepr}", produce)
-    T, Tdefs, Td, Tddefs = eval(text, sp.__dict__)  # noqa: S307 - our own cache
-    return T, list(Tdefs), Td, list(Tddefs)
+    T, Tdefs, Td, Tddefs, h2 = eval(text, sp.__dict__)  # noqa: S307 - our own cache
+    return T, list(Tdefs), Td, list(Tddefs), h2
 
 
 def _parity(phi: sp.Expr) -> float:
@@ -146,7 +171,7 @@ class ClosedFormDual(Dual):
             raise ValueError(f"{family.name} takes {len(family.params)} parameters, got {len(self.values)}")
         self.layer = layer
         self.key = key or f"cf_{family.name}"
-        self.T_expr, self.T_defs, self.Td_expr, self.Td_defs = derived(self.key, sp.srepr(family.phi))
+        self.T_expr, self.T_defs, self.Td_expr, self.Td_defs, self.gap_h2 = derived(self.key, sp.srepr(family.phi))
         self.phi = family.phi.subs(dict(zip(family.params, self.values)))
         self.parity = _parity(self.phi)
         self.params = np.array(self.values + (self.parity,))
@@ -227,8 +252,26 @@ def _generate(dual: ClosedFormDual, name: str) -> str:
             out += emit_assignments([(str(w), e)], "    ", f"_d{k}_")
         out += emit_assignments([("value", expr)], "    ", "_e")
         out += ["    return value", ""]
+    out += ["@nb.njit(**JIT_INLINE)", f"def {name}_h2(gm{plist}):"]
+    out += emit_assignments([("value", dual.gap_h2)], "    ", "_h")
+    out += ["    return value", ""]
     T, Td = f"{name}_T", f"{name}_Td"
     n = len(params)
+    # The gap s1 s2 - P = s1 s2 (h2 eps^2 + O(eps^4)) of perfectly correlated inputs of scales
+    # m -+ eps: from its series when eps/m < GAP_SWITCH (the direct difference cancels),
+    # exactly 0 for equal scales.
+    out += [
+        "@nb.njit(**JIT_INLINE)",
+        f"def {name}_gap(sa, sb, so, q1, q2, r, dd, dd2, ss2{plist}):",
+        "    if dd == 0.0:",
+        "        return 0.0",
+        f"    if abs(dd) < {GAP_SWITCH!r} * (sa + sb):",
+        f"        g2 = {name}_h2(0.5 * (sa + sb){plist})",
+        "        if math.isfinite(g2):",
+        "            return so * (0.25 * dd2) * g2",
+        f"    return so - {T}(q1, q2, r, 0.0, dd2, ss2{plist})",
+        "",
+    ]
     body = [
         "@nb.njit(**JIT_INLINE)",
         f"def {name}(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, P1, P2, prm, want_ntk):",
@@ -265,7 +308,7 @@ def _generate(dual: ClosedFormDual, name: str) -> str:
         "                for k in range(8):",
         f"                    u = tt * _GX_{name}[k]",
         f"                    acc += _GW_{name}[k] * {Td}(q1, q2, r - u, u * (2.0 * r - u), dd2 + 2.0 * u, ss2 - 2.0 * u{plist})",
-        f"                gap = 0.0 if dd == 0.0 else so - {T}(q1, q2, r, 0.0, dd2, ss2{plist})",
+        f"                gap = {name}_gap(sa, sb, so, q1, q2, r, dd, dd2, ss2{plist})",
         "                om = (gap + tt * acc) * inv",
         "                rn = 1.0 - om",
         "                op = 2.0 - om",
@@ -275,7 +318,7 @@ def _generate(dual: ClosedFormDual, name: str) -> str:
         "                for k in range(8):",
         f"                    u = tt * _GX_{name}[k]",
         f"                    acc += _GW_{name}[k] * {Td}(q1, q2, u - r, u * (2.0 * r - u), ss2 - 2.0 * u, dd2 + 2.0 * u{plist})",
-        f"                gap = 0.0 if dd == 0.0 else so - parity * {T}(q1, q2, -r, 0.0, ss2, dd2{plist})",
+        f"                gap = {name}_gap(sa, sb, so, q1, q2, r, dd, dd2, ss2{plist})",
         "                if parity < 0.0:",
         "                    op = (gap + tt * acc) * inv",
         "                    rn = op - 1.0",

@@ -443,8 +443,14 @@ def __NAME__(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, P1, P2, prm, want_
                     t[a, b] = t[a, b] * P1[0, ia]
                 continue
             inv2 = 1.0 / s2 if s2 > 0.0 else 0.0
-            om, op, td = __NAME___pair(sa, sb, co, math.sqrt(sn2[a, b]), inv1, inv2, kinks, bounds, h, counts,
-                                       offsets, coef, total, e1, e2)
+            # The rule is not symmetric in (u, v): order the pair so T(x, x') and T(x', x)
+            # are computed identically (symmetric and non-symmetric Gram matrices agree).
+            if sa <= sb:
+                om, op, td = __NAME___pair(sa, sb, co, math.sqrt(sn2[a, b]), inv1, inv2, kinks, bounds, h, counts,
+                                           offsets, coef, total, e1, e2)
+            else:
+                om, op, td = __NAME___pair(sb, sa, co, math.sqrt(sn2[a, b]), inv2, inv1, kinks, bounds, h, counts,
+                                           offsets, coef, total, e1, e2)
             if s1 > 0.0 and s2 > 0.0:
                 rn = 0.5 * (op - om)
             else:

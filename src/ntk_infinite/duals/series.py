@@ -100,8 +100,9 @@ class SeriesDual(Dual):
         self.layer = layer
         self.tol = float(tol)
         #: Per-layer tail target: a tenth of the tolerance leaves room for the errors of
-        #: several layers to add up.
-        self.layer_tol = 0.1 * self.tol
+        #: several layers to add up; below ~1e-14 the tail estimate (a difference of sums
+        #: of squares) is rounding noise.
+        self.layer_tol = max(0.1 * self.tol, 1e-14)
         self.max_terms = int(max_terms)
         self.min_terms = int(min_terms)
         self.error_estimate = 0.0
