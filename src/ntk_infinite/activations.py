@@ -162,8 +162,8 @@ class ABReLU(ActivationLayer):
 @dataclass(frozen=True)
 class Abs(ActivationLayer):
     r"""Absolute value :math:`\phi(x) = |x|`:
-    :math:`T = \frac{\sqrt{q_1q_2}}{\pi}\big[J_1(\theta) + J_1(\pi-\theta)\big]/\,1`
-    (two-sided arc-cosine kernel; Cho & Saul 2009)."""
+    :math:`T = \frac{\sqrt{q_1q_2}}{\pi}\big[J_1(\theta) + J_1(\pi-\theta)\big]`,
+    :math:`\dot T = 1 - 2\theta/\pi` (two-sided arc-cosine kernel; Cho & Saul 2009)."""
 
     kinks: ClassVar[tuple[float, ...]] = (0.0,)
 

@@ -38,7 +38,6 @@ around ρ = −1, where T(q₁, q₂, −r) = ∓P. Identical inputs therefore g
 from __future__ import annotations
 
 import hashlib
-import math
 from functools import lru_cache
 from pathlib import Path
 

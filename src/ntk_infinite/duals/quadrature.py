@@ -167,7 +167,7 @@ class QuadratureDual(Dual):
         data = np.ascontiguousarray(dsecond[inverse][None, :])
         return PointResult(second[inverse], dsecond[inverse], data)
 
-    # ----- NumPy references (the same rule, vectorised per pair in Python) -----------------
+    # ----- NumPy references (nested 20-point rules split at the kinks, in Python) ---------
     def T(self, q1, q2, c):
         return self._pairs(q1, q2, c)[0]
 
@@ -175,8 +175,6 @@ class QuadratureDual(Dual):
         return self._pairs(q1, q2, c)[1]
 
     def _pairs(self, q1, q2, c):
-        from .. import engine  # noqa: F401 - keep import light; the engine evaluates the same rule
-
         q1, q2, c = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (q1, q2, c)))
         T = np.empty(q1.shape)
         Td = np.empty(q1.shape)

@@ -17,17 +17,27 @@ derivative's coefficients from φ's own, exactly, for any absolutely continuous 
     \dot T = \sum_k b_k(q_1) b_k(q_2) \rho^k.
 
 The coefficients are per-point data (point pass, one BLAS product over Gauss–Hermite
-nodes); the pair pass costs O(K) per entry. K is the smallest order whose tail
-Σ_{k>K} a_k² (known exactly from E[φ²] − Σ_{k≤K} a_k²) is below the tolerance for every
-point, for both series; Cauchy–Schwarz bounds the pair error by the geometric mean of the
-two points' tails. When K would exceed ``max_terms`` the dual uses ``max_terms`` and warns
-with the achieved error.
+nodes); the pair pass costs O(Ka + Kb) per entry. **Truncation.** Ka (for T) and Kb (for Ṫ)
+are chosen separately, as the smallest orders whose tails Σ_{k≥K} a_k² / E[φ²] and
+Σ_{k≥K} b_k² / E[φ'²] (known from the exact second moments) are below a tenth of the
+requested tolerance at every point (a sample of the variances first, then all points);
+Cauchy–Schwarz bounds the pair error by the geometric mean of the two points' tails, relative
+to √(T₁₁T₂₂). When the orders would exceed ``max_terms`` the dual uses ``max_terms`` and warns
+(:class:`~ntk_infinite.errors.AccuracyWarning`) with the achieved error and what to change.
+The b_k are rescaled to the exact E[φ'²], so Ṫ is exact for identical inputs.
 
-The pair pass normalises the truncated series (unit coefficient vectors Ã) so that
-identical inputs give ρ' = 1 exactly, and accumulates
-1 − ρ' = ½ Σₖ (Ã₁ₖ − Ã₂ₖ)² + Σₖ Ã₁ₖÃ₂ₖ (1 − ρᵏ), with 1 − ρᵏ by the stable recurrence
-(1 − ρᵏ) = (1 − ρ) + ρ(1 − ρᵏ⁻¹): every term is non-negative for ρ ≥ 0, so nearly
-identical inputs keep their small angle through the layers that follow.
+**Pair pass.** With unit coefficient vectors Ã (identical inputs give ρ' = 1 exactly), a
+vectorised Horner evaluation of Σₖ Ã₁ₖÃ₂ₖρᵏ and Σₖ b₁ₖb₂ₖρᵏ over each row of a tile (1-D
+views, so LLVM vectorises; about 0.6 ns per term). Entries with |ρ'| > 0.95 are redone
+exactly: with σ = sign ρ, μ = |ρ|, sₖ = σᵏ,
+
+.. math::
+
+    1 - \sigma\rho' = \tfrac12 \sum_k (\tilde A_{1k} - \sigma s_k \tilde A_{2k})^2
+        + \sigma \sum_k s_k \tilde A_{1k}\tilde A_{2k} (1 - \mu^k),
+
+with 1 − μᵏ = (1 − μ) + μ(1 − μᵏ⁻¹) and 1 − μ from sin²θ, so nearly parallel (and, for odd or
+even φ, nearly antiparallel) inputs keep their small angle through the layers that follow.
 """
 
 from __future__ import annotations

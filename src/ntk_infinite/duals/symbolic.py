@@ -25,8 +25,6 @@ kinks and to the Hermite series otherwise.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import sympy as sp
 
@@ -164,8 +162,3 @@ def resolve_activation(layer, tol: float):
         return closed_form_dual_from_expression(expr, x, layer=layer)
     except NotClosedForm:
         return SeriesDual(layer, tol=tol)
-
-
-def expression_key(expr: sp.Expr) -> str:
-    """A short stable hash of an expression (used in generated-code keys)."""
-    return hashlib.sha256(sp.srepr(expr).encode()).hexdigest()[:10]
