@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import ntk_infinite as nk
 from naive import dblquad_T, dblquad_Tdot, mp_dual, mp_dual_fast, mp_kernels
 from ntk_infinite.codegen import load_module
+from ntk_infinite.engine_source import TILE_PRELUDE
 from ntk_infinite.duals import resolve_dual
 from ntk_infinite.duals.series import SeriesDual
 
@@ -66,18 +67,13 @@ CLOSED_FORMS = [
 #: slow quadrature reference.
 QUICK = [case for case in CLOSED_FORMS if case[0] != "rectified_monomial_3"]
 
-_HEADER = """import math
-import numpy as np
-import numba as nb
-from ntk_infinite._numerics import (JIT_OPTIONS, JIT_INLINE, TINY, angle_pair, one_minus_rho, one_plus_rho)
-"""
 
 
 def run_tile(dual, sa, sb, rho, sn2):
     """The dual's generated tile function on one row of pairs (√q₁ = sa; √q₂, ρ, sin²θ per
     column), exactly as the engine calls it. Returns (T, Ṫ, ρ', sin²θ')."""
     name = "tile_" + dual.key.replace("-", "_")
-    fn = getattr(load_module(_HEADER + "\n\n" + dual.tile_source(name), prefix="testtile"), name)
+    fn = getattr(load_module(TILE_PRELUDE + "\n\n" + dual.tile_source(name), prefix="testtile"), name)
     sb = np.asarray(sb, dtype=float)
     q = np.concatenate([[sa * sa], sb * sb])
     res = dual.point(q)

@@ -6,7 +6,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from ntk_infinite._numerics import affine_pair, angle_pair, atan_ratio, atan_unit
+from ntk_infinite._numerics import affine_pair, angle_pair, atan_any, atan_ratio, atan_unit
 
 ATAN_RTOL = 1e-15  # ~5 ulp: interpolation error 1.7e-16 plus rounding of the reduction and Estrin steps
 
@@ -32,6 +32,16 @@ def test_atan_ratio_matches_mpmath_and_handles_zero():
         ref = float(mp.atan(mp.mpf(mn) / mp.mpf(mx)))
         assert abs(atan_ratio(mn, mx) - ref) <= ATAN_RTOL * ref + 1e-300
     assert atan_ratio(0.0, 0.0) == 0.0
+
+
+def test_atan_any_matches_mpmath_over_the_whole_line():
+    mags = np.concatenate([np.geomspace(1e-300, 1e300, 3001), np.linspace(0.0, 3.0, 601),
+                           [math.sqrt(2) - 1, 1.0, math.sqrt(2) + 1]])
+    for x in np.concatenate([mags, -mags]):
+        ref = float(mp.atan(mp.mpf(float(x))))
+        assert abs(atan_any(float(x)) - ref) <= ATAN_RTOL * abs(ref), x
+    assert atan_any(math.inf) == math.pi / 2 and atan_any(-math.inf) == -math.pi / 2
+    assert math.isnan(atan_any(math.nan))
 
 
 @pytest.mark.parametrize("theta", [0.0, 1e-12, 1e-5, 0.3, 1.0, math.pi / 2, 2.0, math.pi - 1e-6, math.pi - 1e-13, math.pi])

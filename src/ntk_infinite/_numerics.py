@@ -94,6 +94,21 @@ def atan_ratio(mn, mx):
 
 
 @nb.njit(**JIT_INLINE)
+def atan_any(x):
+    """arctan(x) for any real x (±π/2 at ±inf, NaN for NaN), branch-free like :func:`atan_unit`.
+
+    arctan|x| = atan_ratio(|x|, 1) for |x| <= 1 and π/2 − atan_ratio(1, |x|) above; the sign
+    is restored at the end (arctan is odd). Used by the generated closed-form tiles, where
+    libm's ``atan`` would stop the entry loop from vectorising.
+    """
+    ax = abs(x)
+    big = ax > 1.0
+    alpha = atan_ratio(1.0 if big else ax, ax if big else 1.0)
+    r = 0.5 * PI - alpha if big else alpha
+    return -r if x < 0.0 else r
+
+
+@nb.njit(**JIT_INLINE)
 def angle_pair(s, c):
     """(θ, ψ) with θ = atan2(s, c) ∈ [0, π] and ψ = π - θ, both to full relative accuracy.
 

@@ -241,15 +241,56 @@ class ClosedFormDual(Dual):
         return cached_text(key, lambda: _generate(self, name))
 
 
+class _SqrtNonneg(sp.Function):
+    """√x printed as ``math.sqrt``: keeps sympy from merging it back into a half power."""
+
+    def _pythoncode(self, printer):
+        return f"math.sqrt({printer._print(self.args[0])})"
+
+
+class _AtanVector(sp.Function):
+    """arctan printed as the branch-free :func:`ntk_infinite._numerics.atan_any`."""
+
+    def _pythoncode(self, printer):
+        return f"atan_any({printer._print(self.args[0])})"
+
+
+def _vectorisable(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with only operations LLVM vectorises without a vector math library.
+
+    x**(p/2) (a ``pow`` call) becomes x**((p−1)/2)·√x, or x**((p+1)/2)/√x for p < 0 (so no
+    intermediate power overflows before the original does; integer powers are
+    multiplications, √x an instruction), and ``atan`` the polynomial :func:`atan_any`.
+    """
+
+    def half_power(e):
+        return e.is_Pow and e.exp.is_Rational and e.exp.q == 2
+
+    def split(e):
+        p = e.exp.p
+        return e.base ** ((p - 1) // 2) * _SqrtNonneg(e.base) if p > 0 else e.base ** ((p + 1) // 2) / _SqrtNonneg(e.base)
+
+    expr = expr.replace(half_power, split)
+    return expr.replace(sp.atan, _AtanVector)
+
+
 def _generate(dual: ClosedFormDual, name: str) -> str:
+    """Numba source of the tile function of a closed-form dual.
+
+    As in the arc-cosine tiles (duals/base.py), each tile row is done in branch-free loops
+    over row views that LLVM vectorises: Ṫ·Θ, then ρ' = T/(s₁s₂) for every entry. A scalar
+    fix-up loop then recomputes 1 ∓ ρ' by the Price integral (module docstring) for the
+    entries within PRICE_SWITCH of ρ = 1 (or of ρ = −1 for odd or even φ), from a copy of
+    the row's input state.
+    """
     params = [str(p) for p in dual.family.params]
     plist = "".join(f", {p}" for p in params)
     out = [f"_GX_{name} = np.array({list(map(float, _GL_X))!r})", f"_GW_{name} = np.array({list(map(float, _GL_W))!r})", ""]
     for fname, expr, defs in ((f"{name}_T", dual.T_expr, dual.T_defs), (f"{name}_Td", dual.Td_expr, dual.Td_defs)):
         out += ["@nb.njit(**JIT_INLINE)", f"def {fname}(q1, q2, c, D, dm, dp{plist}):"]
         for k, (w, e) in enumerate(defs):
-            out += emit_assignments([(str(w), e)], "    ", f"_d{k}_")
-        out += emit_assignments([("value", expr)], "    ", "_e")
+            out += emit_assignments([(str(w), _vectorisable(e))], "    ", f"_d{k}_")
+        out += emit_assignments([("value", _vectorisable(expr))], "    ", "_e")
         out += ["    return value", ""]
     out += ["@nb.njit(**JIT_INLINE)", f"def {name}_h2(gm{plist}):"]
     out += emit_assignments([("value", dual.gap_h2)], "    ", "_h")
@@ -271,6 +312,35 @@ def _generate(dual: ClosedFormDual, name: str) -> str:
         f"    return so - {T}(q1, q2, r, 0.0, dd2, ss2{plist})",
         "",
     ]
+
+    def state(ind):  # the pair's (q1, q2, c) and the stable variables of T from (rho, sin^2)
+        return [ind + line for line in (
+            "sb = sqbb[b]",
+            "co = rin[b]",
+            "q2 = sb * sb",
+            "r = sa * sb",
+            "c = co * r",
+            "D = (r * r) * sin2[b]",
+            "omr = one_minus_rho(co, sin2[b])",
+            "opr = one_plus_rho(co, sin2[b])",
+            "dd = sa - sb",
+            "dd2 = dd * dd",
+            "ss2 = (sa + sb) * (sa + sb)",
+            "dm = dd2 + 2.0 * r * omr",
+            "dp = dd2 + 2.0 * r * opr",
+            "so = sao * sqbo[b]",
+            "inv = 1.0 / so if so > 0.0 else 0.0",
+        )]
+
+    def store(ind):
+        return [ind + line for line in (
+            "om = max(om, 0.0)",
+            "op = max(op, 0.0)",
+            "rr[b] = min(max(rn, -1.0), 1.0)",
+            "ss[b] = min(om * op, 1.0)",
+        )]
+
+    i3, i4, i5 = " " * 12, " " * 16, " " * 20
     body = [
         "@nb.njit(**JIT_INLINE)",
         f"def {name}(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, P1, P2, prm, want_ntk):",
@@ -279,65 +349,73 @@ def _generate(dual: ClosedFormDual, name: str) -> str:
     body += [
         f"    parity = prm[{n}]",
         "    bi, bj = rho.shape",
+        "    rin = np.empty(bj)",
+        "    sin2 = np.empty(bj)",
+        "    fix = np.empty(bj, dtype=np.int64)",
+        "    sqbb = sqb[j0:j0 + bj]",
+        "    sqbo = sqb_out[j0:j0 + bj]",
         "    for a in range(bi):",
         "        sa = sqa[i0 + a]",
         "        sao = sqa_out[i0 + a]",
         "        q1 = sa * sa",
+        "        rr = rho[a]",
+        "        ss = sn2[a]",
         "        for b in range(bj):",
-        "            sb = sqb[j0 + b]",
-        "            so = sao * sqb_out[j0 + b]",
-        "            co = rho[a, b]",
-        "            s2 = sn2[a, b]",
-        "            q2 = sb * sb",
-        "            r = sa * sb",
-        "            c = co * r",
-        "            D = (r * r) * s2",
-        "            omr = one_minus_rho(co, s2)",
-        "            opr = one_plus_rho(co, s2)",
-        "            dd = sa - sb",
-        "            dd2 = dd * dd",
-        "            ss2 = (sa + sb) * (sa + sb)",
-        "            dm = dd2 + 2.0 * r * omr",
-        "            dp = dd2 + 2.0 * r * opr",
-        "            inv = 1.0 / so if so > 0.0 else 0.0",
-        f"            rn = {T}(q1, q2, c, D, dm, dp{plist}) * inv",
+        "            rin[b] = rr[b]",
+        "            sin2[b] = ss[b]",
+        "        if want_ntk:",
+        "            tt = t[a]",
+        "            for b in range(bj):",
+    ]
+    body += state(i4)
+    body += [
+        f"                tt[b] = tt[b] * {Td}(q1, q2, c, D, dm, dp{plist})",
+        "        for b in range(bj):",
+    ]
+    body += state(i3)
+    body += [i3 + f"rn = {T}(q1, q2, c, D, dm, dp{plist}) * inv", i3 + "om = 1.0 - rn", i3 + "op = 1.0 + rn"]
+    body += store(i3)
+    body += [
+        # Indices first, then the scalar loop (a conditional body inside the scan would be
+        # vectorised by predication, i.e. run for every entry).
+        "        m = 0",
+        "        for b in range(bj):",
+        f"            if one_minus_rho(rin[b], sin2[b]) < {PRICE_SWITCH!r} or "
+        f"(parity != 0.0 and one_plus_rho(rin[b], sin2[b]) < {PRICE_SWITCH!r}):",
+        "                fix[m] = b",
+        "                m += 1",
+        "        for k in range(m):",
+        "            b = fix[k]",
+    ]
+    body += state(i3)
+    body += [
         f"            if omr < {PRICE_SWITCH!r}:",
-        "                tt = r * omr",
+        "                tt_ = r * omr",
         "                acc = 0.0",
-        "                for k in range(8):",
-        f"                    u = tt * _GX_{name}[k]",
-        f"                    acc += _GW_{name}[k] * {Td}(q1, q2, r - u, u * (2.0 * r - u), dd2 + 2.0 * u, ss2 - 2.0 * u{plist})",
+        "                for g in range(8):",
+        f"                    u = tt_ * _GX_{name}[g]",
+        f"                    acc += _GW_{name}[g] * {Td}(q1, q2, r - u, u * (2.0 * r - u), dd2 + 2.0 * u, ss2 - 2.0 * u{plist})",
         f"                gap = {name}_gap(sa, sb, so, q1, q2, r, dd, dd2, ss2{plist})",
-        "                om = (gap + tt * acc) * inv",
+        "                om = (gap + tt_ * acc) * inv",
         "                rn = 1.0 - om",
         "                op = 2.0 - om",
-        f"            elif opr < {PRICE_SWITCH!r} and parity != 0.0:",
-        "                tt = r * opr",
+        "            else:",
+        "                tt_ = r * opr",
         "                acc = 0.0",
-        "                for k in range(8):",
-        f"                    u = tt * _GX_{name}[k]",
-        f"                    acc += _GW_{name}[k] * {Td}(q1, q2, u - r, u * (2.0 * r - u), ss2 - 2.0 * u, dd2 + 2.0 * u{plist})",
+        "                for g in range(8):",
+        f"                    u = tt_ * _GX_{name}[g]",
+        f"                    acc += _GW_{name}[g] * {Td}(q1, q2, u - r, u * (2.0 * r - u), ss2 - 2.0 * u, dd2 + 2.0 * u{plist})",
         f"                gap = {name}_gap(sa, sb, so, q1, q2, r, dd, dd2, ss2{plist})",
         "                if parity < 0.0:",
-        "                    op = (gap + tt * acc) * inv",
+        "                    op = (gap + tt_ * acc) * inv",
         "                    rn = op - 1.0",
         "                    om = 2.0 - op",
         "                else:",
-        "                    om = (gap - tt * acc) * inv",
+        "                    om = (gap - tt_ * acc) * inv",
         "                    rn = 1.0 - om",
         "                    op = 2.0 - om",
-        "            else:",
-        "                om = 1.0 - rn",
-        "                op = 1.0 + rn",
-        "            if om < 0.0:",
-        "                om = 0.0",
-        "            if op < 0.0:",
-        "                op = 0.0",
-        "            rho[a, b] = min(max(rn, -1.0), 1.0)",
-        "            sn2[a, b] = min(om * op, 1.0)",
-        "            if want_ntk:",
-        f"                t[a, b] = t[a, b] * {Td}(q1, q2, c, D, dm, dp{plist})",
     ]
+    body += store(i3)
     return "\n".join(out + body) + "\n"
 
 
