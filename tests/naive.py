@@ -303,7 +303,6 @@ def _mp_gaussian_moment(k, mu, sigma):
 
 def _mp_activation(layer):
     """(φ, φ', G, G', kinks) in mpmath for a built-in activation; G(μ, σ) = E[φ(μ + σZ)]."""
-    A = nk.activations
     name = type(layer).__name__
     if name in ("ReLU", "LeakyReLU", "ABReLU", "Abs", "Step", "Sign", "RectifiedMonomial"):
         n = {"Step": 0, "Sign": 0, "RectifiedMonomial": getattr(layer, "degree", 1)}.get(name, 1)

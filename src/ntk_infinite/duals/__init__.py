@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .. import activations as act
 from ..layers import Activation, ActivationLayer, ReLU
-from .arccos import ArcCosineDual, HomogeneousDual, rectified_monomial_dual
+from .arccos import ArcCosineDual, rectified_monomial_dual
 from .base import Dual, PointResult
 from .closed_forms import ClosedFormDual, closed_form_dual
 from .series import PolynomialDual, SeriesDual
@@ -28,7 +28,6 @@ __all__ = [
     "Dual",
     "PointResult",
     "ArcCosineDual",
-    "HomogeneousDual",
     "ClosedFormDual",
     "PolynomialDual",
     "SeriesDual",
