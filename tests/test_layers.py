@@ -138,3 +138,16 @@ def test_identity_is_transparent():
     np.testing.assert_allclose(k1.nngp, S, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(k1.ntk, T, rtol=1e-13, atol=1e-15)
     assert math.isclose(w2, 1.3**2 * 0.7**2)
+
+
+def test_activation_subclass_without_fn_says_what_to_define():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Half(nk.layers.ActivationLayer):
+        pass
+
+    with pytest.raises(TypeError, match=r"Half is an ActivationLayer without fn\(x\): a subclass must define fn"):
+        Half().fn(np.zeros(3))
+    with pytest.raises(TypeError, match=r"without dfn\(x\).*or use nk\.Activation\(fn, dfn, kinks=\.\.\.\)"):
+        Half().dfn(np.zeros(3))

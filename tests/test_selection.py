@@ -278,3 +278,13 @@ def test_closed_form_partials_match_finite_differences_of_the_dual(order):
                     rtol=FD_RTOL, atol=FD_RTOL)
     assert_allclose(point.dVd, (dual.Tdot(q1 + h, q1 + h, q1 + h) - dual.Tdot(q1 - h, q1 - h, q1 - h)) / (2 * h),
                     rtol=FD_RTOL, atol=FD_RTOL)
+
+
+def test_gradients_of_a_quadrature_route_activation_say_what_to_do_instead(data):
+    from ntk_infinite.errors import ArchitectureError
+
+    X = data[0]
+    kernel = nk.compile(nk.serial(nk.Dense(1.4, 0.1), nk.ELU(1.0), nk.Dense(1.4, 0.1)))
+    with pytest.raises(ArchitectureError, match=r"ELU\(alpha=1\.0\) uses the kink-aware quadrature route.*"
+                                                r"without eval_gradient.*criterion='loo'"):
+        kernel_gradients(kernel, X[:5])

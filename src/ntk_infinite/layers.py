@@ -109,11 +109,16 @@ class ActivationLayer(Layer):
 
     kinks: ClassVar[tuple[float, ...]] = ()
 
-    def fn(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def fn(self, x: np.ndarray) -> np.ndarray:
+        raise TypeError(self._missing("fn"))
 
-    def dfn(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def dfn(self, x: np.ndarray) -> np.ndarray:
+        raise TypeError(self._missing("dfn"))
+
+    def _missing(self, method: str) -> str:
+        return (f"{type(self).__name__} is an ActivationLayer without {method}(x): a subclass must define fn(x) and "
+                "dfn(x) as vectorised NumPy functions (and kinks, if fn is not smooth), or use "
+                "nk.Activation(fn, dfn, kinks=...) instead of subclassing.")
 
 
 @register_layer

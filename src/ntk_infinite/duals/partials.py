@@ -44,6 +44,7 @@ import numpy as np
 import sympy as sp
 
 from ..codegen import cached_text
+from ..errors import ArchitectureError
 from .base import Dual
 from .series import SeriesDual, hermite_coefficients
 
@@ -85,15 +86,14 @@ def dual_partials(dual: Dual):
     if isinstance(dual, SeriesDual):
         result = SeriesPartials(dual)
     else:
-        try:
-            formula = dual.formula()
-        except NotImplementedError:
-            formula = None
-        if formula is None or not _is_closed_form(formula):
-            raise NotImplementedError(
-                f"The dual {dual!r} ({getattr(dual, 'route', '?')}) has no closed-form formula() in q_1, q_2, c "
-                "and is not a Hermite-series dual, so its derivatives are not available; wrap the activation "
-                "as nk.Activation(fn) to use the series route."
+        formula = dual.formula()
+        if not _is_closed_form(formula):
+            layer = getattr(dual, "layer", None)
+            raise ArchitectureError(
+                "Kernel gradients with respect to w_std and b_std need every activation's dual in closed form "
+                f"or as a Hermite series; {layer!r} uses the {getattr(dual, 'route', '?')} route, whose "
+                "derivatives are not implemented. Compute the log marginal likelihood without eval_gradient, "
+                "or choose parameters by nk.select(..., criterion='loo'), which needs no gradient."
             )
         result = ClosedFormPartials(*formula)
     try:
