@@ -5,16 +5,10 @@ Writes tables/convergence.md and tables/convergence.png (see ntk_infinite.report
 the same as `ntk-infinite tables --only convergence`.
 """
 
-import argparse
 import pathlib
 
+from ntk_infinite.reports._common import script_main
 from ntk_infinite.reports.convergence import write_table
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="reduced widths and seeds: a smoke test")
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parents[1] / "tables"))
-    args = parser.parse_args()
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(write_table(out, quick=args.quick).read_text())
+    script_main(write_table, __doc__, "reduced widths and seeds: a smoke test", pathlib.Path(__file__).resolve().parents[1] / "tables")

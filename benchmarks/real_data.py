@@ -6,23 +6,10 @@ Writes ``tables/real_data.md`` (see :mod:`ntk_infinite.reports.real_data` for th
     python benchmarks/real_data.py --quick    # smoke test: 2 data sets, small grids
 """
 
-import argparse
 import pathlib
-import time
 
+from ntk_infinite.reports._common import script_main
 from ntk_infinite.reports.real_data import write_table
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="reduced data sets and grids (smoke test)")
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parents[1] / "tables"),
-                        help="output directory (default: the repository's tables/)")
-    args = parser.parse_args()
-    t0 = time.perf_counter()
-    path = write_table(pathlib.Path(args.out), quick=args.quick)
-    print(f"wrote {path} in {time.perf_counter() - t0:.0f} s")
-
-
 if __name__ == "__main__":
-    main()
+    script_main(write_table, __doc__, "reduced data sets and grids (smoke test)", pathlib.Path(__file__).resolve().parents[1] / "tables")

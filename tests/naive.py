@@ -138,38 +138,21 @@ def naive_kernels(arch, X1, X2=None, expectation=default_expectation):
 
 
 # ---------------------------------------------------------------- mpmath ReLU reference
+def mp_relu_dual(layer, q1, q2, c, dps=50):
+    """(T, Ṫ) of ReLU in mpmath, typed from Cho & Saul (2009) (arccos of the clipped ρ)."""
+    if not isinstance(layer, nk.ReLU):
+        raise TypeError(f"mp_relu_kernels handles Dense/ReLU only, not {layer!r}")
+    r = mp.sqrt(q1 * q2)
+    if r == 0:
+        return mp.mpf(0), mp.mpf(1) / 2
+    ang = mp.acos(max(mp.mpf(-1), min(mp.mpf(1), c / r)))
+    return r * (mp.sin(ang) + (mp.pi - ang) * mp.cos(ang)) / (2 * mp.pi), (mp.pi - ang) / (2 * mp.pi)
+
+
 def mp_relu_kernels(arch, x1, x2, dps=50):
     """(Σ, Θ) for one pair through a Dense/ReLU network in mpmath, exact from the float inputs."""
-    with mp.workdps(dps):
-        x1 = [mp.mpf(float(v)) for v in x1]
-        x2 = [mp.mpf(float(v)) for v in x2]
-        d = len(x1)
-        q1 = mp.fsum(a * a for a in x1) / d
-        q2 = mp.fsum(b * b for b in x2) / d
-        c = mp.fsum(a * b for a, b in zip(x1, x2)) / d
-        th = mp.mpf(0)
-        for layer in arch:
-            if isinstance(layer, nk.Dense):
-                w2, b2 = mp.mpf(layer.w_std) ** 2, mp.mpf(layer.b_std) ** 2
-                q1, q2, c = w2 * q1 + b2, w2 * q2 + b2, w2 * c + b2
-                th = w2 * th + c
-            elif isinstance(layer, nk.ReLU):
-                r = mp.sqrt(q1 * q2)
-                if r == 0:
-                    T, Td = mp.mpf(0), mp.mpf(1) / 2
-                else:
-                    rho = c / r
-                    rho = max(mp.mpf(-1), min(mp.mpf(1), rho))
-                    ang = mp.acos(rho)
-                    T = r * (mp.sin(ang) + (mp.pi - ang) * mp.cos(ang)) / (2 * mp.pi)
-                    Td = (mp.pi - ang) / (2 * mp.pi)
-                th = Td * th
-                q1, q2, c = q1 / 2, q2 / 2, T
-            elif isinstance(layer, nk.Identity):
-                continue
-            else:
-                raise TypeError(f"mp_relu_kernels handles Dense/ReLU only, not {layer!r}")
-        return float(c), float(th)
+    S, Th = mp_kernels(arch, x1, x2, dps=dps, dual=mp_relu_dual)
+    return float(S), float(Th)
 
 
 # ================================================================ kernel regression (issue 4)

@@ -340,7 +340,7 @@ def _generate(dual: ClosedFormDual, name: str) -> str:
             "ss[b] = min(om * op, 1.0)",
         )]
 
-    i3, i4, i5 = " " * 12, " " * 16, " " * 20
+    i3, i4 = " " * 12, " " * 16
     body = [
         "@nb.njit(**JIT_INLINE)",
         f"def {name}(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, P1, P2, prm, want_ntk):",

@@ -284,6 +284,14 @@ def __NAME___sort(e, n):
 
 
 @nb.njit(**JIT_INLINE)
+def __NAME___node(f1, v, inv2, bounds, h, counts, offsets, coef, total):
+    # one node of the inner rule: f1 -+ f2 (f normalised) and phi'(v)
+    f2, d2 = __NAME___eval(v, bounds, h, counts, offsets, coef, total)
+    f2 = f2 * inv2
+    return f1 - f2, f1 + f2, d2
+
+
+@nb.njit(**JIT_INLINE)
 def __NAME___inner(f1, mu, s, sb, inv2, kinks, bounds, h, counts, offsets, coef, total, e2):
     # E over z2 of (f1 - f2)^2, (f1 + f2)^2 and phi'(v), v = sb (mu + s z2), split where v
     # crosses a kink; unsplit base panels use precomputed nodes and weights.
@@ -311,11 +319,9 @@ def __NAME___inner(f1, mu, s, sb, inv2, kinks, bounds, h, counts, offsets, coef,
             for i in range(m):
                 z2 = _QZ___NAME__[p * m + i]
                 w2 = _QG___NAME__[p * m + i]
-                v = sb * (mu + s * z2)
-                f2, d2 = __NAME___eval(v, bounds, h, counts, offsets, coef, total)
-                f2 = f2 * inv2
-                im += w2 * (f1 - f2) * (f1 - f2)
-                ip += w2 * (f1 + f2) * (f1 + f2)
+                dm, dp, d2 = __NAME___node(f1, sb * (mu + s * z2), inv2, bounds, h, counts, offsets, coef, total)
+                im += w2 * dm * dm
+                ip += w2 * dp * dp
                 idd += w2 * d2
             continue
         left = lo
@@ -331,11 +337,9 @@ def __NAME___inner(f1, mu, s, sb, inv2, kinks, bounds, h, counts, offsets, coef,
             for i in range(m):
                 z2 = mid + half * _QX___NAME__[i]
                 w2 = half * _QW___NAME__[i] * math.exp(-0.5 * z2 * z2) * 0.3989422804014327
-                v = sb * (mu + s * z2)
-                f2, d2 = __NAME___eval(v, bounds, h, counts, offsets, coef, total)
-                f2 = f2 * inv2
-                im += w2 * (f1 - f2) * (f1 - f2)
-                ip += w2 * (f1 + f2) * (f1 + f2)
+                dm, dp, d2 = __NAME___node(f1, sb * (mu + s * z2), inv2, bounds, h, counts, offsets, coef, total)
+                im += w2 * dm * dm
+                ip += w2 * dp * dp
                 idd += w2 * d2
             left = right
     return im, ip, idd

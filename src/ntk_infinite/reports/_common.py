@@ -36,3 +36,18 @@ def pyplot():
     except ImportError:
         return None
     return plt
+
+
+def script_main(write_table, doc: str, quick_help: str, default_out) -> None:
+    """Command line of a ``benchmarks/<name>.py`` script: ``[--quick] [--out DIR]``, runs
+    ``write_table`` and prints the table it wrote."""
+    import argparse
+    import pathlib
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", default=str(default_out), help=f"output directory (default {default_out})")
+    args = parser.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(write_table(out, quick=args.quick).read_text())
