@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import pickle
 import warnings
 
 import numpy as np
@@ -17,6 +18,7 @@ __all__ = [
     "ArchitectureError",
     "InputError",
     "ParameterError",
+    "NotPicklableError",
     "AccuracyWarning",
     "IllConditionedWarning",
     "check_param",
@@ -35,6 +37,14 @@ class ParameterError(ValueError):
 
 class InputError(ValueError):
     """Input data of the wrong shape, dtype or with non-finite values."""
+
+
+class NotPicklableError(TypeError, pickle.PicklingError):
+    """An object that cannot be pickled because it holds something pickle cannot store
+    (a lambda or a function defined inside another function).
+
+    A :class:`TypeError` and a :class:`pickle.PicklingError`, so code catching either sees it.
+    """
 
 
 class AccuracyWarning(UserWarning):

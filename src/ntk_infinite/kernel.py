@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 
 from .duals import resolve_dual
 from .engine import DEFAULT_TILE, Affine, Program, pair_pass, point_pass
-from .errors import ArchitectureError, InputError, as_input_array, check_param
+from .errors import ArchitectureError, InputError, NotPicklableError, as_input_array, check_param
 from .layers import ActivationLayer, Architecture, Dense, Identity, Layer, serial
 from .results import KernelDiag, Kernels, parse_get
 from .textform import parse_architecture
@@ -108,6 +110,13 @@ class CompiledKernel:
         self.program = program
         self.tol = tol
 
+    def __reduce__(self):
+        # The program holds the loaded jitted module, which pickle cannot store. A kernel is
+        # fully determined by its description, so it pickles as (architecture, tol) and is
+        # compiled again on unpickling (the engine then comes from the disk cache).
+        _check_picklable(self.architecture)
+        return (_rebuild_kernel, (self.architecture, self.tol))
+
     def __repr__(self):
         return f"CompiledKernel({self.architecture.to_text() if _textual(self.architecture) else self.architecture!r})"
 
@@ -183,6 +192,25 @@ class CompiledKernel:
         q0 = np.einsum("ij,ij->i", X, X) / X.shape[1]
         pts = point_pass(self.program, q0, want_data=False)
         return KernelDiag(nngp=pts.nngp_diag if want_nngp else None, ntk=pts.ntk_diag if want_ntk else None)
+
+
+def _rebuild_kernel(architecture: Architecture, tol: float) -> CompiledKernel:
+    """Unpickling target of :class:`CompiledKernel`: compile the description again."""
+    return compile(architecture, tol=tol)
+
+
+def _check_picklable(architecture: Architecture) -> None:
+    """Raise :class:`NotPicklableError` naming the first layer that pickle cannot store."""
+    for i, layer in enumerate(architecture):
+        try:
+            pickle.dumps(layer)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise NotPicklableError(
+                f"This kernel cannot be pickled: layer {i}, {layer!r}, holds an object pickle cannot store "
+                f"({exc}). Define the activation function (and its derivative) with 'def' at module level "
+                "of an importable module instead of a lambda or a nested function, so that it pickles by "
+                "name (worker processes import it from there)."
+            ) from exc
 
 
 def _textual(arch) -> bool:

@@ -195,6 +195,9 @@ class Activation(ActivationLayer):
         expr = None
         from .duals.symbolic import activation_parts, is_sympy_expression
 
+        # Remembered for pickling: a derivative generated from an expression is rebuilt, not stored.
+        object.__setattr__(self, "_given_dfn", dfn)
+
         if is_sympy_expression(fn):
             fn, auto_dfn, auto_name, auto_kinks, expr, symbol = activation_parts(fn)
             dfn = auto_dfn if dfn is None else dfn
@@ -214,6 +217,13 @@ class Activation(ActivationLayer):
         object.__setattr__(self, "name", name if name is not None else getattr(fn, "__name__", "fn"))
         kinks = tuple(float(check_param("Activation", "kinks", k)) for k in kinks)
         object.__setattr__(self, "kinks", kinks)
+
+    def __reduce_ex__(self, protocol):
+        # Functions generated from a sympy expression are local objects pickle cannot store;
+        # such an activation pickles as its expression and is rebuilt from it.
+        if self.expr is None:
+            return super().__reduce_ex__(protocol)
+        return (Activation, (self.expr, self._given_dfn, self.name, self.kinks))
 
     def __repr__(self):
         extra = f", kinks={self.kinks!r}" if self.kinks else ""
