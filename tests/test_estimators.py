@@ -100,6 +100,12 @@ def test_pickle_round_trip(regression):
 
 def test_error_messages(regression):
     X, y = regression
+    for est in (nk.KernelRegressor(), nk.KernelClassifier()):
+        name = type(est).__name__
+        with pytest.raises(nk.InputError, match=f"{name}.fit needs at least one training sample; got X with 0 rows"):
+            est.fit(np.zeros((0, X.shape[1])), np.zeros(0))
+        with pytest.raises(nk.InputError, match=f"{name}.fit needs at least one training sample"):
+            est.fit([], [])
     with pytest.raises(NotFittedError):
         nk.KernelRegressor().predict(X)
     with pytest.raises(ValueError, match="The 'kernel' parameter of KernelRegressor must be 'ntk' .* Got 'rbf' instead"):

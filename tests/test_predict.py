@@ -264,6 +264,17 @@ def test_pickle_round_trip(kernel, data):
     assert_allclose(b.mean, a.mean, rtol=0, atol=0)
 
 
+def test_zero_training_rows_are_rejected_with_the_fix(kernel):
+    with pytest.raises(nk.InputError, match=r"gd_mse needs at least one training point; got X_train of shape "
+                       r"\(0, 3\) with 0 rows\. Pass the training inputs"):
+        nk.predict.gd_mse(kernel, np.zeros((0, 3)), np.zeros(0))
+    with pytest.raises(nk.InputError, match=r"gd_mse_from_gram needs at least one training point; .* Pass the "
+                       r"Gram matrices kernel\(X_train\)"):
+        nk.predict.gd_mse_from_gram(np.zeros((0, 0)), np.zeros(0))
+    with pytest.raises(nk.InputError, match="gd_mse_from_gram needs at least one training point"):
+        nk.predict.gd_mse_from_gram({"nngp": np.zeros((0, 0)), "ntk": np.zeros((0, 0))}, np.zeros((0, 2)))
+
+
 def test_time_array_shape_and_monotone_training_loss(kernel, data):
     X, _, Y = data
     times = np.geomspace(1e-3, 1e3, 9)

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - scikit-learn < 1.6
         return estimator._validate_data(*args, **kwargs)
 
 
-from .errors import ParameterError, check_param
+from .errors import InputError, ParameterError, check_param
 from .kernel import CompiledKernel, compile
 from .layers import Architecture
 from .predict import gd_mse
@@ -82,6 +82,19 @@ class _InfiniteNetwork(BaseEstimator):
             )
         compiled = self.arch if isinstance(self.arch, CompiledKernel) else compile(self.arch)
         return compiled, t, ridge
+
+    def _check_not_empty(self, X) -> None:
+        # Checked before scikit-learn's validation so that the message names the fix.
+        try:
+            n = X.shape[0] if hasattr(X, "shape") else len(X)
+        except TypeError:
+            return  # not sized: scikit-learn's validation reports it
+        if n == 0:
+            raise InputError(
+                f"{type(self).__name__}.fit needs at least one training sample; got X with 0 rows. Pass the "
+                "training inputs with one row per example (and y with the same number of entries); if they come "
+                "from a filter or a split, check that it kept some rows."
+            )
 
     def _fit_targets(self, X, Y):
         compiled, t, ridge = self._check_params()
@@ -141,6 +154,7 @@ class KernelRegressor(RegressorMixin, _InfiniteNetwork):
 
     def fit(self, X, y):
         """Compute the training Gram matrices and factorise them. Returns ``self``."""
+        self._check_not_empty(X)
         X, y = _validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
         return self._fit_targets(X, y)
 
@@ -174,6 +188,7 @@ class KernelClassifier(ClassifierMixin, _InfiniteNetwork):
 
     def fit(self, X, y):
         """Encode the labels one-hot, compute and factorise the Gram matrices. Returns ``self``."""
+        self._check_not_empty(X)
         X, y = _validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)

@@ -119,6 +119,15 @@ def _check_times(t):
     return arr.ndim == 0, np.atleast_1d(arr)
 
 
+def _check_nonempty(n: int, what: str, owner: str, fix: str = "the training inputs with one row per example") -> None:
+    """A predictor needs training data: with no rows there is nothing to fit."""
+    if n == 0:
+        raise InputError(
+            f"{owner} needs at least one training point; got {what} with 0 rows. Pass {fix} (and y_train "
+            "with the same number of rows); if the data come from a filter or a split, check that it kept some rows."
+        )
+
+
 def _check_targets(y, n: int):
     if y is None:
         raise TypeError("y_train must be an array of shape (n_train,) or (n_train, k); got None.")
@@ -303,6 +312,8 @@ class GramPredictor:
             n = K.shape[0] if n is None else n
             if K.shape[0] != n:
                 raise InputError("The training Gram matrices have different sizes; pass matrices of the same inputs.")
+            _check_nonempty(K.shape[0], f"k_train_train[{name!r}] of shape {K.shape}", "gd_mse_from_gram",
+                            "the Gram matrices kernel(X_train) of at least one training input")
             scale = float(np.max(np.abs(K), initial=0.0))
             if not np.allclose(K, K.T, rtol=0.0, atol=1e-10 * max(scale, np.finfo(float).tiny)):
                 raise InputError(
@@ -455,23 +466,12 @@ class GDPredictor(GramPredictor):
             self.kernel = compile(kernel)
         self.X_train = as_input_array(X_train, "X_train")
         n = self.X_train.shape[0]
+        _check_nonempty(n, f"X_train of shape {self.X_train.shape}", "gd_mse")
         self.n_train = n
         self.ridge = check_param("gd_mse", "ridge", ridge, low=0.0)
         self._y = _check_targets(y_train, n)
         self._train = {}
         self._factors = {}
-
-    def __getstate__(self):
-        # The compiled kernel holds generated code; pickle its description instead.
-        state = self.__dict__.copy()
-        kernel = state.pop("kernel")
-        state["_description"] = (kernel.architecture, kernel.tol)
-        return state
-
-    def __setstate__(self, state):
-        arch, tol = state.pop("_description")
-        self.__dict__.update(state)
-        self.kernel = compile(arch, tol=tol)
 
     def _has(self, name: str) -> bool:
         return True  # computed on demand
