@@ -1,7 +1,9 @@
 """The ntk-infinite command line: gram and demo."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +53,54 @@ def test_gram_reports_user_errors(data, capsys):
     assert "contains NaN" in capsys.readouterr().err
 
 
+def test_version_is_the_package_version(capsys):
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"$', pyproject, re.M).group(1)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ntk-infinite {version}"
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+    """Files must be checked before compiling: compiling here fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("compile() was called before the files were checked")
+
+    monkeypatch.setattr(nk, "compile", refuse)
+
+
+def test_missing_files_and_folders_fail_before_compiling(data, capsys, no_compile):
+    tmp, _, _ = data
+    missing = tmp / "nope.npy"
+    assert main(["gram", ARCH, str(missing), "-o", str(tmp / "k.npz")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"The input file '{re.escape(str(missing))}' does not exist .* check the path", err), err
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "--x2", str(tmp / "x2.npy"), "-o", str(tmp / "k.npz")]) == 2
+    assert "The --x2 file" in capsys.readouterr().err
+    out = tmp / "no_such_folder" / "k.npz"
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"The output folder '{out.parent}'" in err and "does not exist" in err and "mkdir -p" in err
+    assert main(["gram", ARCH, str(tmp), "-o", str(tmp / "k.npz")]) == 2
+    assert "is a folder, not a file" in capsys.readouterr().err
+    (tmp / "x.dat").write_text("1,2\n")
+    assert main(["gram", ARCH, str(tmp / "x.dat"), "-o", str(tmp / "k.npz")]) == 2
+    assert "expected a .npy file or a comma-separated .csv/.txt file" in capsys.readouterr().err
+    assert not list(tmp.glob("k*.npz"))
+
+
+def test_output_without_suffix_reports_the_file_written(data, capsys):
+    tmp, X1, _ = data
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "-o", str(tmp / "grams")]) == 0
+    written = sorted(p.name for p in tmp.glob("grams*"))
+    assert written == ["grams.npz"]
+    assert f"to {tmp / 'grams.npz'} in" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(tmp / "grams.npz")["ntk"], nk.compile(ARCH)(X1).ntk)
+
+
 def test_progress_bar_writes_to_stream():
     import io
 
@@ -74,3 +124,7 @@ def test_demo_runs():
     assert "Breast Cancer Wisconsin" in proc.stdout
     assert "symmetric: True" in proc.stdout
     assert "test accuracy" in proc.stdout
+    # compile() only validates; the jitted engine is built or loaded by the first call
+    assert re.search(r"^compile \(validate \+ resolve duals\): [\d.]+ ms$", proc.stdout, re.M), proc.stdout
+    assert re.search(r"^first call \(build or load the jitted engine, then evaluate\): [\d.]+s$", proc.stdout, re.M)
+    assert re.search(r"^second call \(evaluate only\): [\d.]+ ms for a 569x569 NNGP \+ NTK$", proc.stdout, re.M)

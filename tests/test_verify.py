@@ -61,7 +61,8 @@ def test_verify_with_training_on_a_user_data_file(tmp_path, capsys):
     np.savetxt(path, np.column_stack([X, y]), delimiter=",", header="a,b,c,d,target", comments="")
     code, out, _ = _run(capsys, ["verify", "Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1)", "--widths", "64,256,1024",
                                  "--samples", "6", "--train-widths", "64,256,1024", "--train-samples", "3",
-                                 "--data", str(path), "--n-train", "12", "--n-test", "6", "-q", "-o", ""])
+                                 "--data", str(path), "--target", "target", "--n-train", "12", "--n-test", "6", "-q",
+                                 "-o", ""])
     assert code == 0
     assert "12 training and 6 test points, 4 features" in out
     assert "trained net vs analytic f_t" in out and "NTK change" in out
@@ -87,9 +88,52 @@ def test_verify_usage_errors(capsys, argv, message):
 def test_verify_data_file_errors(tmp_path, capsys):
     path = tmp_path / "one_column.csv"
     np.savetxt(path, np.arange(30.0).reshape(-1, 1), delimiter=",")
-    code, _, err = _run(capsys, ["verify", ARCH, "--data", str(path), "--skip-training", "-q", "-o", ""])
+    code, _, err = _run(capsys, ["verify", ARCH, "--data", str(path), "--target", "0", "--skip-training", "-q", "-o", ""])
     assert code == 2
-    assert "features in all columns but the last and the target in the last column" in err
+    assert "must hold a table with at least two columns (features and a target)" in err
+
+
+@pytest.fixture
+def table(tmp_path):
+    rng = np.random.default_rng(5)
+    path = tmp_path / "table.csv"
+    np.savetxt(path, rng.standard_normal((30, 4)), delimiter=",", header="u,label,v,w", comments="")
+    return path
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], r"Which column of .*table\.csv is the target\? The data file does not say; pass target=COLUMN "
+             r"\(--target COLUMN on the command line\): a header name or a 0-based column index, -1 for the last "
+             r"column\. .* has 4 columns; its columns are 'u', 'label', 'v', 'w'"),
+        (["--target", "lable"], r"The target column 'lable' is not a column name of"),
+        (["--target", "4"], r"The target column index 4 is out of range"),
+    ],
+)
+def test_verify_data_needs_an_explicit_target(table, capsys, monkeypatch, extra, message):
+    import re
+
+    monkeypatch.setattr(verify, "kernel_convergence", lambda *a, **k: pytest.fail("ran before the data were checked"))
+    code, _, err = _run(capsys, ["verify", ARCH, "--data", str(table), *extra, "--skip-training", "-q", "-o", ""])
+    assert code == 2
+    assert re.search(message, err), err
+
+
+def test_verify_target_by_name_or_index_selects_that_column(table):
+    raw = np.loadtxt(table, delimiter=",", skiprows=1)
+    perm = np.random.default_rng(3).permutation(raw.shape[0])
+    tr = perm[:8]
+    for target in ("label", 1, "1", -3):
+        X, y, _, _ = verify.sample_data(8, 4, seed=3, path=str(table), target=target)
+        np.testing.assert_array_equal(y, raw[tr, 1])
+        np.testing.assert_array_equal(X, raw[tr][:, [0, 2, 3]])
+
+
+def test_verify_checks_the_report_folder_first(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(verify, "kernel_convergence", lambda *a, **k: pytest.fail("ran before -o was checked"))
+    code, _, err = _run(capsys, ["verify", ARCH, *FAST, "-o", str(tmp_path / "missing" / "r.md")])
+    assert code == 2 and "The output folder" in err and "does not exist" in err
 
 
 # ------------------------------------------------------------------------------- slopes

@@ -5,16 +5,23 @@ Subcommands are contributed by modules listed in :data:`COMMAND_MODULES`; each d
 
 * ``gram ARCH X.npy|X.csv [--x2 FILE] [--get nngp,ntk] -o OUT.npz``: Gram matrices to .npz.
 * ``demo``: compile a default architecture and evaluate it on the shipped breast-cancer data.
+
+User mistakes (a missing file, an output folder that does not exist, a bad architecture)
+exit with status 2 and a message on stderr saying what to do; files are checked before any
+compiling or computing starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
 import numpy as np
+
+from .errors import InputError
 
 #: Modules that add subcommands (missing optional ones are skipped).
 COMMAND_MODULES = (
@@ -51,16 +58,54 @@ class ProgressBar:
         self.stream.flush()
 
 
+#: File types ``load_matrix`` reads.
+MATRIX_SUFFIXES = (".npy", ".csv", ".txt")
+
+
+def check_input_file(path: str, what: str = "input file") -> str:
+    """Return ``path`` if it is a readable .npy/.csv/.txt file, else raise :class:`InputError`
+    saying which path was looked for and what to do. Run before any compiling starts."""
+    if not os.path.isfile(path):
+        where = os.path.abspath(path)
+        reason = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise InputError(f"The {what} {path!r} {reason} (looked for {where}); check the path and the current folder.")
+    if not path.endswith(MATRIX_SUFFIXES):
+        raise InputError(
+            f"The {what} {path!r} has an unknown type; expected a .npy file or a comma-separated .csv/.txt file. "
+            "Convert it, e.g. with np.save('X.npy', X)."
+        )
+    return path
+
+
+def check_output_path(path: str, suffix: str = "") -> str:
+    """The path that will actually be written (``suffix`` appended when missing), after checking
+    that its folder exists; raises :class:`InputError` naming the folder otherwise."""
+    if suffix and not path.endswith(suffix):
+        path += suffix
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise InputError(
+            f"The output folder {folder!r} of {path!r} does not exist (looked for {os.path.abspath(folder)}); "
+            f"create it first (mkdir -p {folder}) or choose another output path with -o."
+        )
+    return path
+
+
+def read_table(path: str) -> tuple[np.ndarray, list[str] | None]:
+    """A 2-D array from .npy or .csv/.txt (comma-separated), and the column names of a .csv
+    header line (None without one)."""
+    check_input_file(path)
+    if path.endswith(".npy"):
+        return np.load(path), None
+    with open(path) as fh:
+        first = fh.readline()
+    names = None if _is_numeric_row(first) else [v.strip().strip('"').strip("'") for v in first.rstrip("\n").split(",")]
+    return np.loadtxt(path, delimiter=",", skiprows=0 if names is None else 1, ndmin=2), names
+
+
 def load_matrix(path: str) -> np.ndarray:
     """Read a 2-D array from .npy or .csv (comma-separated, optional header line)."""
-    if path.endswith(".npy"):
-        return np.load(path)
-    if path.endswith(".csv") or path.endswith(".txt"):
-        with open(path) as fh:
-            first = fh.readline()
-        skip = 0 if _is_numeric_row(first) else 1
-        return np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
-    raise SystemExit(f"ntk-infinite: cannot read {path!r}: expected a .npy or .csv file.")
+    return read_table(path)[0]
 
 
 def _is_numeric_row(line: str) -> bool:
@@ -74,18 +119,24 @@ def _is_numeric_row(line: str) -> bool:
 def _cmd_gram(args) -> int:
     import ntk_infinite as nk
 
-    kernel = nk.compile(args.arch)
+    # Every file is checked before compiling, which can take seconds to minutes.
+    check_input_file(args.x)
+    if args.x2:
+        check_input_file(args.x2, "--x2 file")
+    # np.savez appends .npz to a name without it; append it here so that the path reported is the one written.
+    output = check_output_path(args.output, ".npz")
     X1 = load_matrix(args.x)
     X2 = load_matrix(args.x2) if args.x2 else None
+    kernel = nk.compile(args.arch)
     get = tuple(g.strip() for g in args.get.split(","))
     t0 = time.perf_counter()
     k = kernel(X1, X2, get=get, progress=ProgressBar("gram") if not args.quiet else None)
     seconds = time.perf_counter() - t0
     out = {name: getattr(k, name) for name in ("nngp", "ntk") if getattr(k, name) is not None}
-    np.savez(args.output, **out)
+    np.savez(output, **out)
     if not args.quiet:
         shape = next(iter(out.values())).shape
-        print(f"wrote {', '.join(out)} {shape} to {args.output} in {seconds:.2f}s")
+        print(f"wrote {', '.join(out)} {shape} to {output} in {seconds:.2f}s")
     return 0
 
 
@@ -97,6 +148,8 @@ def _cmd_demo(args) -> int:
     print(f"data: Breast Cancer Wisconsin (Diagnostic), X {data.X.shape}, standardised features")
     print(f"      {data.citation}")
     print(f"architecture: {DEMO_ARCH}")
+    # compile() only validates the description and resolves each activation's dual; the
+    # jitted engine is generated and built, or loaded from the disk cache, by the first call.
     t0 = time.perf_counter()
     kernel = nk.compile(DEMO_ARCH)
     t1 = time.perf_counter()
@@ -105,8 +158,9 @@ def _cmd_demo(args) -> int:
     k = kernel(data.X)
     t3 = time.perf_counter()
     n = data.X.shape[0]
-    print(f"compile: {t1 - t0:.2f}s; first evaluation (loads or builds the jitted engine): {t2 - t1:.2f}s; "
-          f"second evaluation: {1e3 * (t3 - t2):.1f} ms for a {n}x{n} NNGP + NTK")
+    print(f"compile (validate + resolve duals): {1e3 * (t1 - t0):.1f} ms")
+    print(f"first call (build or load the jitted engine, then evaluate): {t2 - t1:.2f}s")
+    print(f"second call (evaluate only): {1e3 * (t3 - t2):.1f} ms for a {n}x{n} NNGP + NTK")
     for name in ("nngp", "ntk"):
         K = getattr(k, name)
         eig = np.linalg.eigvalsh(K)
@@ -130,7 +184,8 @@ def register(subparsers) -> None:
     p.add_argument("x", help="inputs X1 (.npy or .csv, one sample per row)")
     p.add_argument("--x2", help="second inputs X2 (default: X1, symmetric)")
     p.add_argument("--get", default="nngp,ntk", help="comma-separated: nngp, ntk (default both)")
-    p.add_argument("-o", "--output", default="kernels.npz", help="output .npz (default kernels.npz)")
+    p.add_argument("-o", "--output", default="kernels.npz",
+                   help="output .npz (default kernels.npz; .npz is appended when missing)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_gram)
     p = subparsers.add_parser("demo", help="compile a default network and evaluate it on shipped real data")
@@ -138,7 +193,10 @@ def register(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="ntk-infinite", description="Analytic infinite-width NNGP/NTK kernels.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         try:

@@ -510,12 +510,21 @@ def output_scale_sweep(arch, X, Y, *, width: int = 64, alphas=(0.5, 1, 2, 4, 8, 
 
 
 # ---------------------------------------------------------------------- data
-def sample_data(n_train: int = 20, n_test: int = 10, seed: int = 0, path: str | None = None):
+def sample_data(n_train: int = 20, n_test: int = 10, seed: int = 0, path: str | None = None, target=None):
     """(X_train, y_train, X_test, y_test): a random split of ``path`` or of the shipped data.
 
-    ``path`` is a .csv (optional header) or .npy file with one sample per row, the features
-    in all columns but the last and the target in the last. Without ``path``: the Breast
-    Cancer Wisconsin data shipped with the package (standardised, y = ±1).
+    Parameters
+    ----------
+    n_train, n_test : int
+    seed : int
+        Seed of the random split.
+    path : str, optional
+        A .csv (optional header line) or .npy file with one sample per row. Without it: the
+        Breast Cancer Wisconsin data shipped with the package (standardised, y = ±1).
+    target : str or int
+        Required with ``path``: the target column, by header name or 0-based index (negative
+        counts from the end); all other columns are the features. There is no default, so that
+        a table is never split at a guessed column.
     """
     n_train = check_param("sample_data", "n_train", n_train, low=1, integer=True)
     n_test = check_param("sample_data", "n_test", n_test, low=1, integer=True)
@@ -523,20 +532,12 @@ def sample_data(n_train: int = 20, n_test: int = 10, seed: int = 0, path: str | 
         from .datasets import load_breast_cancer
 
         data = load_breast_cancer()
-        X, y = data.X, 2.0 * data.y - 1.0
+        X, y, name = data.X, 2.0 * data.y - 1.0, "y"
     else:
-        from .cli import load_matrix
-
-        table = np.asarray(load_matrix(path), dtype=np.float64)
-        if table.ndim != 2 or table.shape[1] < 2:
-            raise InputError(
-                f"{path} must hold a table with features in all columns but the last and the target in the "
-                f"last column; got an array of shape {table.shape}."
-            )
-        X, y = table[:, :-1], table[:, -1]
+        X, y, name = _split_target(path, target)
     X = as_input_array(X, "data features")
     if not np.isfinite(y).all():
-        raise InputError(f"The targets (last column) of {path} contain NaN or infinite values; pass finite targets.")
+        raise InputError(f"The target column {name} of {path} contains NaN or infinite values; pass finite targets.")
     if X.shape[0] < n_train + n_test:
         raise InputError(
             f"The data have {X.shape[0]} rows but n_train + n_test = {n_train + n_test}; pass a larger file "
@@ -545,6 +546,38 @@ def sample_data(n_train: int = 20, n_test: int = 10, seed: int = 0, path: str | 
     perm = np.random.default_rng(seed).permutation(X.shape[0])
     tr, te = perm[:n_train], perm[n_train:n_train + n_test]
     return X[tr], y[tr], X[te], y[te]
+
+
+def _split_target(path: str, target):
+    """(features, target column, its description) of a data table; ``target`` by name or index."""
+    from .cli import read_table
+
+    table, names = read_table(path)
+    table = np.asarray(table, dtype=np.float64)
+    columns = f"its columns are {', '.join(repr(n) for n in names)}" if names else "it has no header line"
+    if table.ndim != 2 or table.shape[1] < 2:
+        raise InputError(
+            f"{path} must hold a table with at least two columns (features and a target); got an array of shape "
+            f"{table.shape}."
+        )
+    ncol = table.shape[1]
+    how = (f"pass target=COLUMN (--target COLUMN on the command line): a header name or a 0-based column index, "
+           f"-1 for the last column. {path} has {ncol} columns; {columns}.")
+    if target is None:
+        raise InputError(f"Which column of {path} is the target? The data file does not say; {how}")
+    index = None
+    if isinstance(target, str) and names and target in names:
+        index = names.index(target)
+    else:
+        try:
+            index = int(target)
+        except (TypeError, ValueError):
+            raise InputError(f"The target column {target!r} is not a column name of {path}; {how}") from None
+        if not -ncol <= index < ncol:
+            raise InputError(f"The target column index {index} is out of range for {path}; {how}")
+        index %= ncol
+    name = repr(names[index]) if names else f"{index}"
+    return np.delete(table, index, axis=1), table[:, index], name
 
 
 # ---------------------------------------------------------------------- command line
@@ -620,10 +653,18 @@ def _cmd_verify(args) -> int:
     from .cli import ProgressBar
     from .kernel import compile as compile_kernel
 
+    from .cli import check_output_path
+
     arch = as_architecture(args.arch)
     widths = _parse_ints(args.widths, "--widths")
-    X, y, Xt, yt = sample_data(args.n_train, args.n_test, seed=args.seed, path=args.data)
-    source = args.data or "Breast Cancer Wisconsin (shipped sample, standardised, y = ±1)"
+    if args.output:
+        check_output_path(args.output)  # before the minutes of Monte Carlo, not after
+    if args.target is not None and args.data is None:
+        raise InputError("--target names a column of the --data file; pass --data FILE with it, or drop --target "
+                         "to use the shipped breast-cancer sample.")
+    X, y, Xt, yt = sample_data(args.n_train, args.n_test, seed=args.seed, path=args.data, target=args.target)
+    source = (f"{args.data} (target column {args.target})" if args.data
+              else "Breast Cancer Wisconsin (shipped sample, standardised, y = ±1)")
     XA = np.vstack([X, Xt])
     kernel = compile_kernel(arch)
     analytic = _analytic_kernels(kernel, XA)
@@ -702,8 +743,11 @@ def register(subparsers) -> None:
     p.add_argument("--train-widths", default=None, help="widths for training (default: the --widths up to 1024)")
     p.add_argument("--train-samples", type=int, default=4, help="trained networks per width (default 4)")
     p.add_argument("--skip-training", action="store_true", help="check the kernels only (property 1)")
-    p.add_argument("--data", default=None, help="a .csv/.npy table: features, then the target in the last column "
-                   "(default: the shipped breast-cancer sample)")
+    p.add_argument("--data", default=None, help="a .csv/.npy table, one sample per row: the --target column and the "
+                   "features (default: the shipped breast-cancer sample)")
+    p.add_argument("--target", default=None, metavar="COLUMN",
+                   help="target column of --data: a header name or a 0-based index (-1: the last column); required "
+                   "with --data")
     p.add_argument("--n-train", type=int, default=20, help="training points drawn from the data (default 20)")
     p.add_argument("--n-test", type=int, default=10, help="test points drawn from the data (default 10)")
     p.add_argument("--seed", type=int, default=0, help="root seed of the networks and the data split")
