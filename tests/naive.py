@@ -1,7 +1,7 @@
 """Slow, obviously correct references, written independently of the engine.
 
 * :func:`naive_kernels`: plain loops over pairs and layers, the recursion exactly as in
-  DESIGN.md, with each activation's expectation from a textbook closed form (ReLU, typed
+  docs/DESIGN.md, with each activation's expectation from a textbook closed form (ReLU, typed
   here from Cho & Saul 2009 / Jacot et al. 2018) or from ``scipy.integrate.dblquad``.
 * :func:`dblquad_T`, :func:`dblquad_Tdot`: E[φ(u)φ(v)] and E[φ'(u)φ'(v)] by adaptive 2-D
   quadrature over the bivariate normal, written with a Cholesky factor.
@@ -155,7 +155,7 @@ def mp_relu_kernels(arch, x1, x2, dps=50):
     return float(S), float(Th)
 
 
-# ================================================================ kernel regression (issue 4)
+# ================================================================ kernel regression
 # Dense linear algebra exactly as the formulas read: explicit inverses, scipy.linalg.expm,
 # explicit refits. Slow and obvious; for a few dozen points only.
 def naive_gd_mse(ntk_tt, ntk_st, nngp_tt, nngp_st, nngp_ss, Y, t, ridge=0.0, get="ntk"):
@@ -224,8 +224,8 @@ def naive_log_marginal(K, Y, ridge):
     return float(sum(dist.logpdf(Y[:, j]) for j in range(Y.shape[1])))
 
 
-# ================================================================ finite networks (issue 5)
-# Plain loops over neurons, typed from the parameterisation in DESIGN.md, independent of
+# ================================================================ finite networks
+# Plain loops over neurons, typed from the parameterisation in docs/DESIGN.md, independent of
 # ntk_infinite.empirical: z_i = σ_w/√n_in Σ_j W_ij h_j + σ_b b_i with standard normal W, b.
 def naive_finite_forward(arch, weights, x):
     """Outputs (k,) of a finite network for one input ``x`` (d,), neuron by neuron.
@@ -255,7 +255,7 @@ def naive_linear_gd_outputs(ntk_train, f0_train, Y, lr, steps):
     return f
 
 
-# ================================================================ activation duals (issue 3)
+# ================================================================ activation duals
 # High-precision references for the duals of the built-in activations, independent of
 # ntk_infinite's derivations. T = E[φ(u)φ(v)] is written as a 1-D integral over z₁ of
 # φ(√q₁ z₁)·G(μ, σ), with v = μ + σZ, μ = √q₂ ρ z₁, σ = √q₂ √(1−ρ²) and G(μ, σ) = E[φ(μ + σZ)]

@@ -1,4 +1,4 @@
-"""The kernel contract, over every activation (DESIGN.md "Testing layers", 2 and 3).
+"""The kernel contract, over every activation (docs/DESIGN.md, "Testing layers", 2 and 3).
 
 For random architectures (depth 1–5, random w_std/b_std per layer) and random inputs
 (including duplicated, antipodal and zero rows), every compiled kernel must be:

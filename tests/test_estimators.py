@@ -1,4 +1,4 @@
-"""scikit-learn estimators (issue 4): the estimator contract, Pipeline/GridSearchCV over
+"""scikit-learn estimators: the estimator contract, Pipeline/GridSearchCV over
 ``arch`` and ``ridge``, and agreement with the predictor they wrap."""
 
 import pickle

@@ -1,4 +1,4 @@
-"""Precision and robustness of the ReLU engine against exact references (issue 2)."""
+"""Precision and robustness of the ReLU engine against exact references."""
 
 import numpy as np
 import pytest

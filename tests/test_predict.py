@@ -1,4 +1,4 @@
-"""Gradient-descent predictors (issue 4): nk.predict.gd_mse and gd_mse_from_gram.
+"""Gradient-descent predictors: nk.predict.gd_mse and gd_mse_from_gram.
 
 Expected values come from tests/naive.py: explicit inverses and scipy.linalg.expm
 (naive_gd_mse), and discrete gradient descent on an explicit linear model whose tangent

@@ -1,4 +1,4 @@
-"""Model selection (issue 4): closed-form LOO, GP marginal likelihood and its gradient
+"""Model selection: closed-form LOO, GP marginal likelihood and its gradient
 through the recursion, nk.select, and the scikit-learn GP kernels.
 
 References: explicit refits and scipy.stats (tests/naive.py); central finite differences

@@ -1,6 +1,6 @@
-"""Named tolerances, in one place (DESIGN.md, "Testing layers")."""
+"""Named tolerances, in one place (docs/DESIGN.md, "Testing layers")."""
 
-#: Exact-recursion diagonals (ReLU): the issue's bound.
+#: Exact-recursion diagonals (ReLU): the project's accuracy target.
 DIAG_RTOL = 1e-13
 #: Near-duplicate / antipodal pairs against 50-digit mpmath.
 COLLINEAR_RTOL = 1e-11

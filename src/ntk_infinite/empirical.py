@@ -1,7 +1,7 @@
 r"""Finite-width networks built from an architecture description: the ground truth.
 
 A :class:`FiniteNetwork` is the plain NumPy network that the analytic kernels describe in
-the infinite-width limit, with the same layers and the NTK parameterisation of DESIGN.md
+the infinite-width limit, with the same layers and the NTK parameterisation of docs/DESIGN.md
 (Jacot et al. 2018; Lee et al. 2019): for a ``Dense(w_std=σ_w, b_std=σ_b)`` layer with
 ``n_in`` inputs,
 
@@ -125,7 +125,7 @@ class FiniteNetwork:
 
     Notes
     -----
-    Parameterisation (NTK; Jacot et al. 2018, DESIGN.md):
+    Parameterisation (NTK; Jacot et al. 2018; docs/DESIGN.md, "Math conventions"):
 
     .. math::
 

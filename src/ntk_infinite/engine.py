@@ -1,4 +1,4 @@
-"""The two passes of the evaluation (DESIGN.md, "Evaluate").
+"""The two passes of the evaluation (docs/DESIGN.md, "Data flow", step 3).
 
 * Point pass, O(n·L), NumPy: each input's variance q_l(x) through all layers, the NTK
   diagonal, and any per-point data a dual needs (e.g. Hermite coefficients).

@@ -1,7 +1,7 @@
 r"""The compiled recursion as formulas: :meth:`CompiledKernel.formula`, ``.latex()`` and the
 ``ntk-infinite formula ARCH`` command.
 
-For inputs x, x' ∈ ℝ^d the recursion of DESIGN.md reads, layer by layer,
+For inputs x, x' ∈ ℝ^d the recursion (docs/DESIGN.md, "Math conventions") reads, layer by layer,
 
 .. math::
 

@@ -2,7 +2,7 @@ r"""Derivatives of the NNGP and NTK Gram matrices with respect to every Dense la
 ``w_std`` and ``b_std``, in forward mode through the recursion.
 
 Each Dense layer ``l`` contributes two parameters, :math:`\sigma_{w,l}` and
-:math:`\sigma_{b,l}`. The recursion of DESIGN.md (Lee et al. 2018; Jacot et al. 2018;
+:math:`\sigma_{b,l}`. The recursion of docs/DESIGN.md (Lee et al. 2018; Jacot et al. 2018;
 Lee et al. 2019) is carried together with its tangents, one per parameter p:
 
 .. math::

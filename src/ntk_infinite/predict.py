@@ -1,8 +1,8 @@
 r"""Predictions of infinitely wide networks trained by gradient descent on the MSE loss.
 
-Conventions (issue 4): loss :math:`L = \tfrac12\sum_i \lVert f(x_i) - y_i\rVert^2` (a sum),
-continuous-time gradient flow with learning rate η, so time enters only as the product
-``t`` = η·t; the ridge λ is absolute.
+Conventions (docs/DESIGN.md, "Math conventions"): loss
+:math:`L = \tfrac12\sum_i \lVert f(x_i) - y_i\rVert^2` (a sum), continuous-time gradient flow
+with learning rate η, so time enters only as the product ``t`` = η·t; the ridge λ is absolute.
 
 With the NTK Θ, the NNGP K, training inputs X, test inputs X* and
 :math:`E_t = I - e^{-\Theta t}`, the outputs of the linearised network at time t are

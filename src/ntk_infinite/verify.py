@@ -54,7 +54,7 @@ __all__ = [
 
 #: Expected log-log slope of a Monte-Carlo fluctuation of variance O(1/width).
 EXPECTED_SLOPE = -0.5
-#: Allowed deviation of a fitted slope from EXPECTED_SLOPE (the issue's ±0.1).
+#: Allowed deviation of a fitted slope from EXPECTED_SLOPE (the acceptance band for the width^-1/2 rate).
 SLOPE_TOL = 0.1
 #: False-alarm rate of the agreement tests (two-sided, per test).
 FALSE_ALARM = 1e-3
