@@ -13,14 +13,14 @@ from ntk_infinite.errors import ArchitectureError, ParameterError
 
 def test_layers_are_frozen_values():
     a = nk.Dense(w_std=1.5, b_std=0.1)
-    b = nk.Dense(1.5, 0.1)
+    b = nk.Dense(w_std=1.5, b_std=0.1)
     assert a == b and hash(a) == hash(b)
     assert repr(a) == "Dense(w_std=1.5, b_std=0.1, width=None)"
     with pytest.raises(AttributeError):
         a.w_std = 2.0
     assert nk.ReLU() == nk.ReLU() and hash(nk.ReLU()) == hash(nk.ReLU())
     arch1 = nk.serial(a, nk.ReLU(), b)
-    arch2 = nk.serial(nk.Dense(1.5, 0.1), nk.ReLU(), nk.Dense(1.5, 0.1))
+    arch2 = nk.serial(nk.Dense(w_std=1.5, b_std=0.1), nk.ReLU(), nk.Dense(w_std=1.5, b_std=0.1))
     assert arch1 == arch2 and hash(arch1) == hash(arch2)
     assert {arch1: 1}[arch2] == 1
 
@@ -61,9 +61,9 @@ def test_serial_rejects_non_layers():
 
 def test_text_form_examples():
     arch = nk.parse_architecture("Dense(1.5, 0.1) > ReLU > Dense(w_std=1.5, b_std=0.1)")
-    assert arch == nk.serial(nk.Dense(1.5, 0.1), nk.ReLU(), nk.Dense(1.5, 0.1))
+    assert arch == nk.serial(nk.Dense(w_std=1.5, b_std=0.1), nk.ReLU(), nk.Dense(w_std=1.5, b_std=0.1))
     rep = nk.parse_architecture("2*(dense(2, 0.5) relu) dense(1)")
-    assert rep == nk.serial(nk.Dense(2, 0.5), nk.ReLU(), nk.Dense(2, 0.5), nk.ReLU(), nk.Dense(1))
+    assert rep == nk.serial(nk.Dense(w_std=2, b_std=0.5), nk.ReLU(), nk.Dense(w_std=2, b_std=0.5), nk.ReLU(), nk.Dense(w_std=1))
     assert nk.parse_architecture("Dense, ReLU, Dense") == nk.serial(nk.Dense(), nk.ReLU(), nk.Dense())
 
 
@@ -119,9 +119,9 @@ def test_architecture_validation(arch, pattern):
 
 def test_compile_accepts_text_list_and_layer():
     a = nk.compile("Dense(2) > ReLU > Dense(2)").architecture
-    b = nk.compile([nk.Dense(2), nk.ReLU(), nk.Dense(2)]).architecture
+    b = nk.compile([nk.Dense(w_std=2), nk.ReLU(), nk.Dense(w_std=2)]).architecture
     assert a == b
-    assert nk.compile(nk.Dense(2)).architecture == nk.serial(nk.Dense(2))
+    assert nk.compile(nk.Dense(w_std=2)).architecture == nk.serial(nk.Dense(w_std=2))
     with pytest.raises(TypeError, match="compile\\(\\) expects an architecture"):
         nk.compile(42)
     with pytest.raises(ParameterError, match=r"'tol' parameter of compile"):
