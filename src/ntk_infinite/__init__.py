@@ -15,6 +15,7 @@ from .errors import (  # noqa: E402
     ArchitectureError,
     IllConditionedWarning,
     InputError,
+    KeywordOnlyError,
     ParameterError,
 )
 from .kernel import CompiledKernel, compile  # noqa: E402
@@ -45,6 +46,7 @@ __all__ = [
     "ArchitectureError",
     "InputError",
     "ParameterError",
+    "KeywordOnlyError",
     "AccuracyWarning",
     "IllConditionedWarning",
     "predict",
