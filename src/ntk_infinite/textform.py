@@ -104,7 +104,7 @@ def _parse_sequence(text: str, pos: int, depth: int):
             items.append((count, inner))
             continue
         cls = _layer_class(m.group("name"), text)
-        args, kwargs = (), {}
+        kwargs = {}
         after = _OPEN.match(text, pos)
         if after:
             close = _matching_paren(text, after.end() - 1)
