@@ -76,7 +76,7 @@ OURS_CHILD = textwrap.dedent(
     __RSS_HELPERS__
     import numpy as np
     import ntk_infinite as nk
-    kernel = nk.compile(nk.serial(*[nk.Dense({w}, {b}), nk.ReLU()] * int(sys.argv[2]), nk.Dense({w}, {b})))
+    kernel = nk.compile(nk.serial(*[nk.Dense(w_std={w}, b_std={b}), nk.ReLU()] * int(sys.argv[2]), nk.Dense(w_std={w}, b_std={b})))
     X = np.load(sys.argv[1])
     kernel(X[:64])
     reset_peak(); base = _rss("VmRSS:")
@@ -105,7 +105,7 @@ def main():
     parser.add_argument("--sizes", default="1000,4000")
     parser.add_argument("--out", default=str(ROOT / "tables"))
     args = parser.parse_args()
-    arch = nk.serial(*[nk.Dense(W, B), nk.ReLU()] * DEPTH, nk.Dense(W, B))
+    arch = nk.serial(*[nk.Dense(w_std=W, b_std=B), nk.ReLU()] * DEPTH, nk.Dense(w_std=W, b_std=B))
     kernel = nk.compile(arch)
     tmp = pathlib.Path(tempfile.mkdtemp())
     rng = np.random.default_rng(0)

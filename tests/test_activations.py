@@ -119,7 +119,7 @@ def test_parameter_messages(make, exc, match):
 
 
 def test_divergent_gaussian_variance_is_an_error_not_a_nan():
-    kernel = nk.compile(nk.serial(nk.Dense(2.0, 0.0), nk.Gaussian(1.0, 0.5), nk.Dense()))
+    kernel = nk.compile(nk.serial(nk.Dense(w_std=2.0, b_std=0.0), nk.Gaussian(1.0, 0.5), nk.Dense()))
     with pytest.raises(nk.ParameterError, match=r"infinite or overflows float64 .* Reduce the activation"):
         kernel(np.ones((2, 3)))
 
@@ -133,7 +133,7 @@ def test_an_activation_needs_a_dense_layer_before_it():
 @pytest.mark.parametrize("case_id, layer", [c for c in ACTIVATION_CASES if c[1].textual],
                          ids=[c[0] for c in ACTIVATION_CASES if c[1].textual])
 def test_text_form_round_trip(case_id, layer):
-    arch = nk.serial(nk.Dense(1.5, 0.1), layer, nk.Dense(1.0))
+    arch = nk.serial(nk.Dense(w_std=1.5, b_std=0.1), layer, nk.Dense(w_std=1.0))
     text = arch.to_text()
     assert nk.parse_architecture(text) == arch
     assert type(layer).__name__.lower() in nk.layers.LAYER_REGISTRY

@@ -191,8 +191,8 @@ def test_one_minus_rho_keeps_its_digits_for_nearly_parallel_pairs(layer):
 
 
 def test_identical_inputs_stay_exactly_parallel_through_depth():
-    arch = nk.serial(nk.Dense(1.2, 0.3), nk.Erf(1.0, 2.0, 0.1), nk.Dense(1.1, 0.2), nk.GELU(), nk.Dense(1.0, 0.1),
-                     nk.Sin(1.0, 0.9, 0.2), nk.Dense(1.0, 0.0))
+    arch = nk.serial(nk.Dense(w_std=1.2, b_std=0.3), nk.Erf(1.0, 2.0, 0.1), nk.Dense(w_std=1.1, b_std=0.2), nk.GELU(), nk.Dense(w_std=1.0, b_std=0.1),
+                     nk.Sin(1.0, 0.9, 0.2), nk.Dense(w_std=1.0, b_std=0.0))
     X = np.random.default_rng(3).normal(size=(4, 5))
     X[2] = X[0]
     kernel = nk.compile(arch)
@@ -206,12 +206,12 @@ def test_identical_inputs_stay_exactly_parallel_through_depth():
 
 # ------------------------------------------------------------------ whole networks
 NETWORKS = [
-    ("erf_gelu", nk.serial(nk.Dense(1.3, 0.2), nk.Erf(1.0, 1.5, 0.1), nk.Dense(0.9, 0.3), nk.GELU(),
-                           nk.Dense(1.1, 0.1))),
-    ("sin_leaky_step", nk.serial(nk.Dense(1.2, 0.1), nk.Sin(1.0, 1.2, 0.3), nk.Dense(1.4, 0.2), nk.LeakyReLU(0.1),
-                                 nk.Dense(1.0, 0.1), nk.Step(), nk.Dense(1.0, 0.0))),
-    ("poly_gauss", nk.serial(nk.Dense(0.8, 0.2), nk.Polynomial((0.1, 1.0, 0.3)), nk.Dense(0.7, 0.1),
-                             nk.Gaussian(1.0, -0.5), nk.Dense(1.0, 0.2))),
+    ("erf_gelu", nk.serial(nk.Dense(w_std=1.3, b_std=0.2), nk.Erf(1.0, 1.5, 0.1), nk.Dense(w_std=0.9, b_std=0.3), nk.GELU(),
+                           nk.Dense(w_std=1.1, b_std=0.1))),
+    ("sin_leaky_step", nk.serial(nk.Dense(w_std=1.2, b_std=0.1), nk.Sin(1.0, 1.2, 0.3), nk.Dense(w_std=1.4, b_std=0.2), nk.LeakyReLU(0.1),
+                                 nk.Dense(w_std=1.0, b_std=0.1), nk.Step(), nk.Dense(w_std=1.0, b_std=0.0))),
+    ("poly_gauss", nk.serial(nk.Dense(w_std=0.8, b_std=0.2), nk.Polynomial((0.1, 1.0, 0.3)), nk.Dense(w_std=0.7, b_std=0.1),
+                             nk.Gaussian(1.0, -0.5), nk.Dense(w_std=1.0, b_std=0.2))),
 ]
 
 
@@ -231,7 +231,7 @@ def test_networks_of_depth_two_and_more_match_mpmath(net_id, arch):
 def test_zero_variance_inputs_keep_step_and_sign_kernels_psd():
     X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
     for act in (nk.Step(), nk.Sign()):
-        K = nk.compile(nk.serial(nk.Dense(1.0, 0.0), act, nk.Dense(1.0, 0.0)))(X).nngp
+        K = nk.compile(nk.serial(nk.Dense(w_std=1.0, b_std=0.0), act, nk.Dense(w_std=1.0, b_std=0.0)))(X).nngp
         assert np.isfinite(K).all() and np.linalg.eigvalsh(K)[0] >= -1e-14
         # E[φ(u)φ(v)] of a vanishing-variance u (independent of v) and a standard v.
         expected = {"Step": 0.25, "Sign": 0.0}[type(act).__name__]
@@ -248,7 +248,7 @@ def one_pair(q1, q2, rho):
 @pytest.mark.parametrize("layer", [nk.Tanh(), nk.Sigmoid(), nk.Softplus(), nk.SiLU(), nk.Mish()],
                          ids=lambda layer: type(layer).__name__)
 def test_series_route_meets_the_tolerance(layer):
-    kernel = nk.compile(nk.serial(nk.Dense(1.0, 0.0), layer, nk.Dense(1.0, 0.0)))
+    kernel = nk.compile(nk.serial(nk.Dense(w_std=1.0, b_std=0.0), layer, nk.Dense(w_std=1.0, b_std=0.0)))
     X1, X2 = one_pair(1.4, 0.6, 0.55)
     k = kernel(X1, X2)
     q1, q2 = float(X1[0] @ X1[0]) / 2, float(X2[0] @ X2[0]) / 2
@@ -278,7 +278,7 @@ def test_series_truncation_follows_the_requested_tolerance():
 
 
 def test_series_warns_when_the_tolerance_cannot_be_met():
-    kernel = nk.compile(nk.serial(nk.Dense(40.0, 0.0), nk.Tanh(), nk.Dense(1.0, 0.0)))
+    kernel = nk.compile(nk.serial(nk.Dense(w_std=40.0, b_std=0.0), nk.Tanh(), nk.Dense(w_std=1.0, b_std=0.0)))
     with pytest.warns(nk.AccuracyWarning, match=r"Hermite series of Tanh\(\) reached a relative error of about "
                                                 r".* with 1024 terms .* above the requested 1e-10"):
         kernel(np.eye(2))
@@ -286,8 +286,8 @@ def test_series_warns_when_the_tolerance_cannot_be_met():
 
 
 def test_sympy_smooth_activation_uses_its_sympy_derivative():
-    k_sym = nk.compile(nk.serial(nk.Dense(1.2, 0.1), nk.Activation(sp.tanh(x)), nk.Dense()))
-    k_ref = nk.compile(nk.serial(nk.Dense(1.2, 0.1), nk.Tanh(), nk.Dense()))
+    k_sym = nk.compile(nk.serial(nk.Dense(w_std=1.2, b_std=0.1), nk.Activation(sp.tanh(x)), nk.Dense()))
+    k_ref = nk.compile(nk.serial(nk.Dense(w_std=1.2, b_std=0.1), nk.Tanh(), nk.Dense()))
     X = np.random.default_rng(1).normal(size=(5, 3))
     a, b = k_sym(X), k_ref(X)
     np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-12, atol=0)
@@ -300,7 +300,7 @@ KINKED_X = np.array([[1.0, 0.2, -0.4], [0.3, -1.1, 0.8], [-0.9, 0.5, 0.1], [1.0,
 
 def test_quadrature_route_on_a_relu_callable_matches_the_closed_form():
     relu_fn = nk.Activation(lambda v: np.maximum(v, 0.0), dfn=lambda v: (v > 0) * 1.0, kinks=(0.0,), name="relu_fn")
-    arch_q = nk.serial(nk.Dense(1.3, 0.2), relu_fn, nk.Dense(1.1, 0.1), relu_fn, nk.Dense(1.0, 0.1))
+    arch_q = nk.serial(nk.Dense(w_std=1.3, b_std=0.2), relu_fn, nk.Dense(w_std=1.1, b_std=0.1), relu_fn, nk.Dense(w_std=1.0, b_std=0.1))
     arch_c = nk.serial(*(nk.ReLU() if layer is relu_fn else layer for layer in arch_q))
     kq, kc = nk.compile(arch_q), nk.compile(arch_c)
     a, b = kq(KINKED_X), kc(KINKED_X)
@@ -324,7 +324,7 @@ def test_elu_matches_mpmath():
 def test_quadrature_route_with_a_kink_away_from_zero():
     layer = nk.Activation(sp.Max(x - 0.5, 0) + sp.Rational(1, 10) * sp.Abs(x + 1))
     assert layer.kinks == (-1.0, 0.5)
-    kernel = nk.compile(nk.serial(nk.Dense(1.0, 0.0), layer, nk.Dense(1.0, 0.0)))
+    kernel = nk.compile(nk.serial(nk.Dense(w_std=1.0, b_std=0.0), layer, nk.Dense(w_std=1.0, b_std=0.0)))
     X1, X2 = one_pair(1.5, 0.8, -0.35)
     with warnings.catch_warnings():
         warnings.simplefilter("error", nk.AccuracyWarning)
@@ -345,8 +345,8 @@ def test_quadrature_route_with_a_kink_away_from_zero():
     (x**3 - x + 0.5, nk.Polynomial((0.5, -1.0, 0.0, 1.0))),
 ], ids=["max", "piecewise", "heaviside", "polynomial"])
 def test_sympy_piecewise_linear_and_polynomials_get_the_exact_closed_form(expr, layer):
-    arch_s = nk.serial(nk.Dense(1.2, 0.1), nk.Activation(expr), nk.Dense(0.9, 0.2), nk.Activation(expr), nk.Dense())
-    arch_l = nk.serial(nk.Dense(1.2, 0.1), layer, nk.Dense(0.9, 0.2), layer, nk.Dense())
+    arch_s = nk.serial(nk.Dense(w_std=1.2, b_std=0.1), nk.Activation(expr), nk.Dense(w_std=0.9, b_std=0.2), nk.Activation(expr), nk.Dense())
+    arch_l = nk.serial(nk.Dense(w_std=1.2, b_std=0.1), layer, nk.Dense(w_std=0.9, b_std=0.2), layer, nk.Dense())
     X = np.random.default_rng(5).normal(size=(4, 3))
     a, b = nk.compile(arch_s)(X), nk.compile(arch_l)(X)
     np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-15, atol=0)

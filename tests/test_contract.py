@@ -31,8 +31,8 @@ def architectures(draw, activation):
     depth = draw(st.integers(1, 5))
     layers = []
     for _ in range(depth):
-        layers += [nk.Dense(draw(st.floats(0.2, 2.0)), draw(st.floats(0.0, 1.0))), activation]
-    layers.append(nk.Dense(draw(st.floats(0.2, 2.0)), draw(st.floats(0.0, 1.0))))
+        layers += [nk.Dense(w_std=draw(st.floats(0.2, 2.0)), b_std=draw(st.floats(0.0, 1.0))), activation]
+    layers.append(nk.Dense(w_std=draw(st.floats(0.2, 2.0)), b_std=draw(st.floats(0.0, 1.0))))
     return nk.serial(*layers)
 
 
@@ -109,8 +109,8 @@ def test_contract(case_id, activation):
 
 def test_contract_mixed_activations():
     """Two different activations in one network share one generated engine."""
-    arch = nk.serial(nk.Dense(1.3, 0.2), nk.ReLU(), nk.Dense(0.9, 0.4), nk.Activation(np.tanh, name="tanh"),
-                     nk.Dense(1.1, 0.1), nk.ReLU(), nk.Dense(1.0, 0.0))
+    arch = nk.serial(nk.Dense(w_std=1.3, b_std=0.2), nk.ReLU(), nk.Dense(w_std=0.9, b_std=0.4), nk.Activation(np.tanh, name="tanh"),
+                     nk.Dense(w_std=1.1, b_std=0.1), nk.ReLU(), nk.Dense(w_std=1.0, b_std=0.0))
     X = np.random.default_rng(11).normal(size=(9, 4))
     X[3] = X[1]
     X[4] = -X[2]

@@ -42,8 +42,8 @@ def _architectures():
     erf = nk.Activation(special.erf, lambda x: 2 / np.sqrt(np.pi) * np.exp(-x * x), name="erf")
     return {
         "relu": nk.parse_architecture(RELU2),
-        "erf-identity-no-bias": nk.serial(nk.Dense(1.5, 0.0), erf, nk.Identity(), nk.Dense(1.1, 0.4), nk.Dense(0.9, 0.2)),
-        "tanh-numerical-derivative": nk.serial(nk.Dense(1.2, 0.3), nk.Activation(np.tanh), nk.Dense(1.0, 0.1)),
+        "erf-identity-no-bias": nk.serial(nk.Dense(w_std=1.5, b_std=0.0), erf, nk.Identity(), nk.Dense(w_std=1.1, b_std=0.4), nk.Dense(w_std=0.9, b_std=0.2)),
+        "tanh-numerical-derivative": nk.serial(nk.Dense(w_std=1.2, b_std=0.3), nk.Activation(np.tanh), nk.Dense(w_std=1.0, b_std=0.1)),
     }
 
 
@@ -147,7 +147,7 @@ def test_empirical_kernels_agree_with_analytic_at_large_width(which):
         nngp, ntk = naive_kernels(arch, X)
     else:
         erf = nk.Activation(special.erf, name="erf")
-        arch = nk.serial(nk.Dense(1.5, 0.2), erf, nk.Dense(1.5, 0.2), erf, nk.Dense(1.5, 0.2))
+        arch = nk.serial(nk.Dense(w_std=1.5, b_std=0.2), erf, nk.Dense(w_std=1.5, b_std=0.2), erf, nk.Dense(w_std=1.5, b_std=0.2))
         k = nk.compile(arch)(X)
         nngp, ntk = k.nngp, k.ntk
     S = 12
@@ -316,7 +316,7 @@ def test_output_scale_makes_training_lazy():
 
     X = _inputs(n=8)
     Y = np.sin(X[:, 0])
-    sw = output_scale_sweep(nk.serial(nk.Dense(1.4, 0.1), nk.Activation(np.tanh), nk.Dense(1.4, 0.1)), X, Y,
+    sw = output_scale_sweep(nk.serial(nk.Dense(w_std=1.4, b_std=0.1), nk.Activation(np.tanh), nk.Dense(w_std=1.4, b_std=0.1)), X, Y,
                             width=32, alphas=(2, 8, 32), samples=2, eta_t=1.0)
     assert abs(sw.fits["param_change"].slope + 1) <= 0.05
     assert abs(sw.fits["ntk_change"].slope + 1) <= 0.15
@@ -324,8 +324,8 @@ def test_output_scale_makes_training_lazy():
 
 # -------------------------------------------------------------------------------- widths/messages
 def test_widths_from_description_and_override():
-    arch = nk.serial(nk.Dense(1.0, 0.1, width=5), nk.ReLU(), nk.Dense(1.0, 0.1, width=3), nk.ReLU(),
-                     nk.Dense(1.0, 0.0, width=2))
+    arch = nk.serial(nk.Dense(w_std=1.0, b_std=0.1, width=5), nk.ReLU(), nk.Dense(w_std=1.0, b_std=0.1, width=3), nk.ReLU(),
+                     nk.Dense(w_std=1.0, b_std=0.0, width=2))
     assert FiniteNetwork(arch, 4).widths == (5, 3, 2)
     assert FiniteNetwork(arch, 4, width=7).widths == (7, 7, 2)
     assert FiniteNetwork(arch, 4, width=[6, 8], n_outputs=1).widths == (6, 8, 1)

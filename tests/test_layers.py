@@ -1,6 +1,9 @@
 """Layers as values, the text form, and architecture validation."""
 
+import copy
+import dataclasses
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -8,19 +11,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ntk_infinite as nk
-from ntk_infinite.errors import ArchitectureError, ParameterError
+from ntk_infinite.errors import ArchitectureError, KeywordOnlyError, ParameterError
+from ntk_infinite.layers import MAX_LAYERS
+
+from tolerances import ROUNDING_RTOL
 
 
 def test_layers_are_frozen_values():
     a = nk.Dense(w_std=1.5, b_std=0.1)
-    b = nk.Dense(1.5, 0.1)
+    b = nk.Dense(w_std=1.5, b_std=0.1)
     assert a == b and hash(a) == hash(b)
     assert repr(a) == "Dense(w_std=1.5, b_std=0.1, width=None)"
     with pytest.raises(AttributeError):
         a.w_std = 2.0
     assert nk.ReLU() == nk.ReLU() and hash(nk.ReLU()) == hash(nk.ReLU())
     arch1 = nk.serial(a, nk.ReLU(), b)
-    arch2 = nk.serial(nk.Dense(1.5, 0.1), nk.ReLU(), nk.Dense(1.5, 0.1))
+    arch2 = nk.serial(nk.Dense(w_std=1.5, b_std=0.1), nk.ReLU(), nk.Dense(w_std=1.5, b_std=0.1))
     assert arch1 == arch2 and hash(arch1) == hash(arch2)
     assert {arch1: 1}[arch2] == 1
 
@@ -34,7 +40,7 @@ def test_activation_equality_by_callable():
 @pytest.mark.parametrize(
     "kwargs, pattern",
     [
-        ({"w_std": -1.0}, r"The 'w_std' parameter of Dense must be a float in the range \[0, inf\)\. Got -1\.0 instead"),
+        ({"w_std": -1.0}, r"The 'w_std' parameter of Dense must be a float in the range \[0, 1e\+150\]\. Got -1\.0 instead"),
         ({"w_std": float("nan")}, r"'w_std' parameter of Dense .* Got nan instead"),
         ({"b_std": -0.5}, r"'b_std' parameter of Dense .* Got -0\.5 instead"),
         ({"b_std": float("inf")}, r"'b_std' parameter of Dense .* Got inf instead"),
@@ -45,6 +51,62 @@ def test_activation_equality_by_callable():
 def test_dense_parameter_errors(kwargs, pattern):
     with pytest.raises(ParameterError, match=pattern):
         nk.Dense(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, shown",
+    [
+        ((512,), {}, r"Dense\(512\)"),
+        ((1.5, 0.1), {}, r"Dense\(1\.5, 0\.1\)"),
+        ((1.5,), {"b_std": 0.1}, r"Dense\(1\.5, b_std=0\.1\)"),
+    ],
+)
+def test_dense_takes_keywords_only(args, kwargs, shown):
+    pattern = (rf"Dense takes keyword arguments only: Dense\(w_std=\.\.\., b_std=\.\.\., width=\.\.\.\); got {shown}\. "
+               r"In neural-tangents Dense\(512\) means the output width: write Dense\(width=512, w_std=\.\.\.\) here")
+    with pytest.raises(KeywordOnlyError, match=pattern) as info:
+        nk.Dense(*args, **kwargs)
+    assert isinstance(info.value, TypeError)
+
+
+def test_dense_keyword_construction_is_unchanged():
+    d = nk.Dense(w_std=1.5, b_std=0.1, width=512)
+    assert (d.w_std, d.b_std, d.width) == (1.5, 0.1, 512)
+    assert repr(d) == "Dense(w_std=1.5, b_std=0.1, width=512)"
+    assert d == nk.Dense(width=512, b_std=0.1, w_std=1.5) and hash(d) == hash(nk.Dense(width=512, b_std=0.1, w_std=1.5))
+    assert dataclasses.replace(d, width=None) == nk.Dense(w_std=1.5, b_std=0.1)
+    assert pickle.loads(pickle.dumps(d)) == d and copy.deepcopy(d) == d
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"w_std": 1e300}, r"The 'w_std' parameter of Dense must be a float in the range \[0, 1e\+150\]\. Got 1e\+300 instead"),
+        ({"b_std": 1e151}, r"The 'b_std' parameter of Dense must be a float in the range \[0, 1e\+150\]\. Got 1e\+151 instead"),
+        ({"w_std": 10**400}, r"The 'w_std' parameter of Dense must be a float in the range \[0, 1e\+150\]\. Got 10+\.\.\.\(401 characters\) instead"),
+    ],
+)
+def test_dense_std_is_bounded_so_its_square_is_finite(kwargs, pattern):
+    with pytest.raises(ParameterError, match=pattern):
+        nk.Dense(**kwargs)
+
+
+def test_dense_std_at_the_bound_compiles():
+    # w_std = b_std = 1e150: Σ¹ = w²·x·x'/d + b² = 1e300·(x·x'/d + 1), finite, from the Dense recursion by hand.
+    k = nk.compile(nk.Dense(w_std=1e150, b_std=1e150))(np.array([[1.0, 0.0], [0.6, 0.8]]))
+    np.testing.assert_allclose(k.nngp, 1e300 * np.array([[1.5, 1.3], [1.3, 1.5]]), rtol=ROUNDING_RTOL)
+
+
+def test_serial_is_bounded_by_max_layers():
+    layers = [nk.Dense(), nk.ReLU()] * (MAX_LAYERS // 2) + [nk.Dense()]
+    with pytest.raises(ArchitectureError, match=rf"would have {MAX_LAYERS + 1} layers; at most MAX_LAYERS = {MAX_LAYERS}"):
+        nk.serial(*layers)
+    assert len(nk.serial(*layers[1:])) == MAX_LAYERS
+    half = nk.serial(*layers[: MAX_LAYERS // 2])
+    with pytest.raises(ArchitectureError, match=rf"would have {MAX_LAYERS + 1} layers"):
+        nk.serial(half, half, nk.Dense())
+    with pytest.raises(ArchitectureError, match=rf"would have {MAX_LAYERS + 1} layers"):
+        nk.Architecture(tuple(layers))
 
 
 def test_dense_parameter_type_error():
@@ -61,9 +123,9 @@ def test_serial_rejects_non_layers():
 
 def test_text_form_examples():
     arch = nk.parse_architecture("Dense(1.5, 0.1) > ReLU > Dense(w_std=1.5, b_std=0.1)")
-    assert arch == nk.serial(nk.Dense(1.5, 0.1), nk.ReLU(), nk.Dense(1.5, 0.1))
+    assert arch == nk.serial(nk.Dense(w_std=1.5, b_std=0.1), nk.ReLU(), nk.Dense(w_std=1.5, b_std=0.1))
     rep = nk.parse_architecture("2*(dense(2, 0.5) relu) dense(1)")
-    assert rep == nk.serial(nk.Dense(2, 0.5), nk.ReLU(), nk.Dense(2, 0.5), nk.ReLU(), nk.Dense(1))
+    assert rep == nk.serial(nk.Dense(w_std=2, b_std=0.5), nk.ReLU(), nk.Dense(w_std=2, b_std=0.5), nk.ReLU(), nk.Dense(w_std=1))
     assert nk.parse_architecture("Dense, ReLU, Dense") == nk.serial(nk.Dense(), nk.ReLU(), nk.Dense())
 
 
@@ -89,7 +151,7 @@ def test_text_form_round_trip(layers):
         ("Dense(w_std=foo)", r"Could not read the arguments .* must be numbers"),
         ("Dense ) ReLU", r"unmatched '\)'"),
         ("", r"contains no layers"),
-        ("Dense(1, 2, 3, 4)", r"Bad arguments for Dense"),
+        ("Dense(1, 2, 3, 4)", r"Dense takes at most 3 arguments"),
     ],
 )
 def test_text_form_errors(text, pattern):
@@ -119,9 +181,9 @@ def test_architecture_validation(arch, pattern):
 
 def test_compile_accepts_text_list_and_layer():
     a = nk.compile("Dense(2) > ReLU > Dense(2)").architecture
-    b = nk.compile([nk.Dense(2), nk.ReLU(), nk.Dense(2)]).architecture
+    b = nk.compile([nk.Dense(w_std=2), nk.ReLU(), nk.Dense(w_std=2)]).architecture
     assert a == b
-    assert nk.compile(nk.Dense(2)).architecture == nk.serial(nk.Dense(2))
+    assert nk.compile(nk.Dense(w_std=2)).architecture == nk.serial(nk.Dense(w_std=2))
     with pytest.raises(TypeError, match="compile\\(\\) expects an architecture"):
         nk.compile(42)
     with pytest.raises(ParameterError, match=r"'tol' parameter of compile"):

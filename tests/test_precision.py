@@ -7,7 +7,7 @@ import ntk_infinite as nk
 from naive import mp_relu_kernels, naive_kernels
 from tolerances import COLLINEAR_RTOL, DIAG_RTOL, NAIVE_RTOL
 
-ARCH = nk.serial(nk.Dense(1.5, 0.1), nk.ReLU(), nk.Dense(1.5, 0.1), nk.ReLU(), nk.Dense(1.5, 0.1))
+ARCH = nk.serial(nk.Dense(w_std=1.5, b_std=0.1), nk.ReLU(), nk.Dense(w_std=1.5, b_std=0.1), nk.ReLU(), nk.Dense(w_std=1.5, b_std=0.1))
 KERNEL = nk.compile(ARCH)
 
 
@@ -60,7 +60,7 @@ def test_collinear_pairs_match_mpmath(kind, seed):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=9)
     x2 = {"near-duplicate": x * (1 + 1e-9), "antipodal": -x, "identical": x.copy(), "scaled": 3.0 * x}[kind]
-    for arch in (ARCH, nk.serial(nk.Dense(2.0**0.5, 0.0), nk.ReLU(), nk.Dense(1.0, 0.3), nk.ReLU(), nk.Dense(1.0, 0.3))):
+    for arch in (ARCH, nk.serial(nk.Dense(w_std=2.0**0.5, b_std=0.0), nk.ReLU(), nk.Dense(w_std=1.0, b_std=0.3), nk.ReLU(), nk.Dense(w_std=1.0, b_std=0.3))):
         k = nk.compile(arch)(x[None, :], x2[None, :])
         s_ref, t_ref = mp_relu_kernels(arch, x, x2)
         np.testing.assert_allclose(k.nngp[0, 0], s_ref, rtol=COLLINEAR_RTOL, atol=1e-300)
@@ -81,7 +81,7 @@ def test_near_duplicates_need_the_stable_path():
 
 
 def test_zero_input_without_bias_is_finite():
-    arch = nk.serial(nk.Dense(1.5, 0.0), nk.ReLU(), nk.Dense(1.5, 0.0), nk.ReLU(), nk.Dense(1.5, 0.0))
+    arch = nk.serial(nk.Dense(w_std=1.5, b_std=0.0), nk.ReLU(), nk.Dense(w_std=1.5, b_std=0.0), nk.ReLU(), nk.Dense(w_std=1.5, b_std=0.0))
     X = np.array([[0.0, 0.0, 0.0], [1.0, -2.0, 0.5], [0.0, 0.0, 0.0]])
     k = nk.compile(arch)(X)
     assert np.isfinite(k.nngp).all() and np.isfinite(k.ntk).all()
@@ -95,7 +95,7 @@ def test_zero_input_without_bias_is_finite():
 
 def test_depth_500_is_finite_with_exact_diagonal():
     depth = 500
-    arch = nk.serial(*[nk.Dense(2.0**0.5, 0.0), nk.ReLU()] * depth, nk.Dense(2.0**0.5, 0.0))
+    arch = nk.serial(*[nk.Dense(w_std=2.0**0.5, b_std=0.0), nk.ReLU()] * depth, nk.Dense(w_std=2.0**0.5, b_std=0.0))
     rng = np.random.default_rng(3)
     X = rng.normal(size=(6, 5))
     X[5] = X[0] * (1 + 1e-9)
@@ -113,7 +113,7 @@ def test_depth_500_is_finite_with_exact_diagonal():
 
 
 def test_huge_scales_do_not_overflow_intermediates():
-    arch = nk.serial(*[nk.Dense(3.0, 0.5), nk.ReLU()] * 60, nk.Dense(3.0, 0.5))
+    arch = nk.serial(*[nk.Dense(w_std=3.0, b_std=0.5), nk.ReLU()] * 60, nk.Dense(w_std=3.0, b_std=0.5))
     X = np.random.default_rng(4).normal(size=(5, 3))
     k = nk.compile(arch)(X)
     assert np.isfinite(k.nngp).all() and np.isfinite(k.ntk).all()

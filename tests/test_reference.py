@@ -23,7 +23,7 @@ def inputs_for(q1, q2, rho):
 
 def one_layer(activation):
     """Dense(1, 0) > φ > Dense(1, 0): Σ = T(Σ⁰), Θ = Ṫ(Σ⁰)·Σ⁰ + T(Σ⁰)."""
-    return nk.compile(nk.serial(nk.Dense(1.0, 0.0), activation, nk.Dense(1.0, 0.0)))
+    return nk.compile(nk.serial(nk.Dense(w_std=1.0, b_std=0.0), activation, nk.Dense(w_std=1.0, b_std=0.0)))
 
 
 @pytest.mark.parametrize("q1, q2, rho", GRID)
@@ -73,8 +73,8 @@ def test_generic_route_on_relu_reports_its_accuracy():
 
 
 def test_generic_tanh_network_matches_naive_dblquad_recursion():
-    arch = nk.serial(nk.Dense(1.3, 0.2), nk.Activation(np.tanh, name="tanh"), nk.Dense(1.3, 0.2),
-                     nk.Activation(np.tanh, name="tanh"), nk.Dense(1.3, 0.2))
+    arch = nk.serial(nk.Dense(w_std=1.3, b_std=0.2), nk.Activation(np.tanh, name="tanh"), nk.Dense(w_std=1.3, b_std=0.2),
+                     nk.Activation(np.tanh, name="tanh"), nk.Dense(w_std=1.3, b_std=0.2))
     X = np.random.default_rng(7).normal(size=(2, 4))
     kernel = nk.compile(arch)
     k = kernel(X[:1], X[1:])

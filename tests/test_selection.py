@@ -36,7 +36,7 @@ def _arch(params, act):
     for i in range(len(params) // 2):
         if i:
             layers.append(act)
-        layers.append(nk.Dense(params[2 * i], params[2 * i + 1]))
+        layers.append(nk.Dense(w_std=params[2 * i], b_std=params[2 * i + 1]))
     return nk.serial(*layers)
 
 
@@ -284,7 +284,7 @@ def test_gradients_of_a_quadrature_route_activation_say_what_to_do_instead(data)
     from ntk_infinite.errors import ArchitectureError
 
     X = data[0]
-    kernel = nk.compile(nk.serial(nk.Dense(1.4, 0.1), nk.ELU(1.0), nk.Dense(1.4, 0.1)))
+    kernel = nk.compile(nk.serial(nk.Dense(w_std=1.4, b_std=0.1), nk.ELU(1.0), nk.Dense(w_std=1.4, b_std=0.1)))
     with pytest.raises(ArchitectureError, match=r"ELU\(alpha=1\.0\) uses the kink-aware quadrature route.*"
                                                 r"without eval_gradient.*criterion='loo'"):
         kernel_gradients(kernel, X[:5])

@@ -4,7 +4,7 @@ Describe a network, compile it into its NNGP (Σ) and NTK (Θ) recursions, and e
 exact Gram matrices fast::
 
     import ntk_infinite as nk
-    arch = nk.serial(nk.Dense(1.5, 0.1), nk.ReLU(), nk.Dense(1.5, 0.1))
+    arch = nk.serial(nk.Dense(w_std=1.5, b_std=0.1), nk.ReLU(), nk.Dense(w_std=1.5, b_std=0.1))
     k = nk.compile(arch)(X)          # k.nngp, k.ntk
 """
 
@@ -16,6 +16,7 @@ from .errors import (  # noqa: E402
     IllConditionedWarning,
     InputError,
     NotPicklableError,
+    KeywordOnlyError,
     ParameterError,
 )
 from .kernel import CompiledKernel, compile  # noqa: E402
@@ -47,6 +48,7 @@ __all__ = [
     "InputError",
     "ParameterError",
     "NotPicklableError",
+    "KeywordOnlyError",
     "AccuracyWarning",
     "IllConditionedWarning",
     "predict",

@@ -19,6 +19,7 @@ __all__ = [
     "InputError",
     "ParameterError",
     "NotPicklableError",
+    "KeywordOnlyError",
     "AccuracyWarning",
     "IllConditionedWarning",
     "check_param",
@@ -33,6 +34,10 @@ class ArchitectureError(ValueError):
 
 class ParameterError(ValueError):
     """A layer or function parameter outside its allowed range."""
+
+
+class KeywordOnlyError(TypeError):
+    """A layer that takes keyword arguments only was given positional ones."""
 
 
 class InputError(ValueError):
@@ -84,24 +89,39 @@ def check_param(
     hi_s = "inf" if math.isinf(high) else _fmt(high)
     expected = f"The {name!r} parameter of {owner} must be {kind} in the range {lo_b}{lo_s}, {hi_s}{hi_b}."
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{expected} Got {value!r} of type {type(value).__name__} instead.")
+        raise TypeError(f"{expected} Got {_show(value)} of type {type(value).__name__} instead.")
     if integer:
-        if not float(value).is_integer():
-            raise ParameterError(f"{expected} Got {value!r} instead; pass a whole number.")
+        if not isinstance(value, numbers.Integral) and not float(value).is_integer():
+            raise ParameterError(f"{expected} Got {_show(value)} instead; pass a whole number.")
         value = int(value)
     else:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range: out of range, not a crash
+            raise ParameterError(f"{expected} Got {_show(value)} instead.") from None
     if math.isnan(value):
         raise ParameterError(f"{expected} Got nan instead; pass a finite number.")
     too_low = value < low or (low_open and value == low)
     too_high = value > high or (high_open and value == high)
     if too_low or too_high or (not integer and math.isinf(value)):
-        raise ParameterError(f"{expected} Got {value!r} instead.")
+        raise ParameterError(f"{expected} Got {_show(value)} instead.")
     return value
 
 
+def _show(value) -> str:
+    """``repr`` of a received value, bounded: an int past Python's digit limit becomes its size."""
+    try:
+        text = repr(value)
+    except ValueError:  # int with more than sys.get_int_max_str_digits() digits
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= 80 else f"{text[:60]}...({len(text)} characters)"
+
+
 def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
+    if isinstance(x, numbers.Integral):
+        return str(int(x))
+    # Whole numbers print without ".0" up to 1e15; larger bounds as 1e+150, not 151 digits.
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(float(x))
 
 
 def as_input_array(X, name: str = "X") -> np.ndarray:

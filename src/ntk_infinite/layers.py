@@ -14,12 +14,13 @@ built from the same description.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 import numpy as np
 
-from .errors import ArchitectureError, check_param
+from .errors import ArchitectureError, KeywordOnlyError, check_param
 
 __all__ = [
     "Layer",
@@ -30,9 +31,20 @@ __all__ = [
     "Activation",
     "Architecture",
     "serial",
+    "MAX_LAYERS",
+    "MAX_STD",
     "LAYER_REGISTRY",
     "register_layer",
 ]
+
+#: Most layers an architecture may have. Far beyond any trainable depth (a kernel's cost grows
+#: linearly with it), small enough that a typo such as ``99999999*(Dense > ReLU)`` fails at once
+#: instead of allocating gigabytes. :func:`serial` and the text form check it before expanding.
+MAX_LAYERS = 10_000
+
+#: Largest ``w_std``/``b_std`` of a Dense layer: their squares enter the recursion and must be
+#: finite floats (1e150² = 1e300 < 1.8e308).
+MAX_STD = 1e150
 
 #: Lower-cased layer name -> layer class; the text form looks names up here.
 LAYER_REGISTRY: dict[str, type] = {}
@@ -65,7 +77,7 @@ class Layer:
 
 
 @register_layer
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Dense(Layer):
     r"""Fully connected layer in NTK parameterisation.
 
@@ -78,26 +90,59 @@ class Dense(Layer):
         \Sigma \leftarrow \sigma_w^2 \Sigma + \sigma_b^2, \qquad
         \Theta \leftarrow \sigma_w^2 \Theta + \Sigma_{\text{new}}.
 
+    Parameters are keyword-only: in neural-tangents ``Dense(512)`` is the output width, here it
+    would be read as a weight scale, so a positional call raises
+    :class:`~ntk_infinite.errors.KeywordOnlyError`. (The text form ``"Dense(1.5, 0.1)"`` keeps
+    positional arguments, mapped in order to ``w_std, b_std, width``.)
+
     Parameters
     ----------
-    w_std : float, >= 0
+    w_std : float, in [0, MAX_STD]
         Weight standard deviation :math:`\sigma_w`.
-    b_std : float, >= 0
+    b_std : float, in [0, MAX_STD]
         Bias standard deviation :math:`\sigma_b`.
     width : int or None
         Output width of a finite network built from this description; ignored by the
         analytic kernels.
+
+    Examples
+    --------
+    >>> import ntk_infinite as nk
+    >>> nk.Dense(w_std=1.5, b_std=0.1, width=512)
+    Dense(w_std=1.5, b_std=0.1, width=512)
     """
 
     w_std: float = 1.0
     b_std: float = 0.0
     width: int | None = None
 
+    def __new__(cls, *args, **kwargs):
+        # Runs before the generated keyword-only __init__, so a positional call gets this message
+        # (with the neural-tangents hint) instead of Python's "takes 1 positional argument".
+        if args:
+            raise KeywordOnlyError(_keyword_only_message(cls.__name__, args, kwargs))
+        return super().__new__(cls)
+
     def __post_init__(self):
-        object.__setattr__(self, "w_std", check_param("Dense", "w_std", self.w_std, low=0.0))
-        object.__setattr__(self, "b_std", check_param("Dense", "b_std", self.b_std, low=0.0))
+        for name in ("w_std", "b_std"):
+            object.__setattr__(self, name, check_param("Dense", name, getattr(self, name), low=0.0, high=MAX_STD))
         if self.width is not None:
             object.__setattr__(self, "width", check_param("Dense", "width", self.width, low=1, integer=True))
+
+
+# help() and IDEs show the keyword-only __init__, not __new__'s catch-all (*args, **kwargs).
+Dense.__signature__ = inspect.signature(Dense.__init__).replace(
+    parameters=list(inspect.signature(Dense.__init__).parameters.values())[1:]
+)
+
+
+def _keyword_only_message(name: str, args: tuple, kwargs: dict) -> str:
+    shown = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
+    return (
+        f"{name} takes keyword arguments only: {name}(w_std=..., b_std=..., width=...); got {name}({shown}). "
+        f"In neural-tangents Dense(512) means the output width: write Dense(width=512, w_std=...) here, "
+        "with w_std and b_std the weight and bias standard deviations."
+    )
 
 
 class ActivationLayer(Layer):
@@ -288,6 +333,17 @@ class Architecture:
 
     layers: tuple
 
+    def __post_init__(self):
+        layers = self.layers
+        if not isinstance(layers, tuple):
+            raise TypeError(f"Architecture.layers must be a tuple of layers; got {type(layers).__name__}. "
+                            "Build architectures with nk.serial(...).")
+        _check_layer_count(len(layers))
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Architecture.layers[{i}] is {type(layer).__name__} ({layer!r}), not a layer; "
+                                "build architectures with nk.serial(...).")
+
     def __iter__(self):
         return iter(self.layers)
 
@@ -316,9 +372,13 @@ def serial(*layers) -> Architecture:
     Examples
     --------
     >>> import ntk_infinite as nk
-    >>> nk.serial(nk.Dense(1.5, 0.1), nk.ReLU(), nk.Dense(1.5, 0.1))
+    >>> nk.serial(nk.Dense(w_std=1.5, b_std=0.1), nk.ReLU(), nk.Dense(w_std=1.5, b_std=0.1))
     serial(Dense(w_std=1.5, b_std=0.1, width=None), ReLU(), Dense(w_std=1.5, b_std=0.1, width=None))
+
+    Raises :class:`~ntk_infinite.errors.ArchitectureError` for more than :data:`MAX_LAYERS`
+    layers in total, counted before anything is copied.
     """
+    _check_layer_count(sum(len(layer) if isinstance(layer, Architecture) else 1 for layer in layers))
     flat = []
     for i, layer in enumerate(layers):
         if isinstance(layer, Architecture):
@@ -336,3 +396,12 @@ def serial(*layers) -> Architecture:
                 f"{type(layer).__name__} ({layer!r})."
             )
     return Architecture(tuple(flat))
+
+
+def _check_layer_count(count: int, where: str = "The architecture") -> None:
+    """Raise ArchitectureError when ``count`` exceeds :data:`MAX_LAYERS`."""
+    if count > MAX_LAYERS:
+        raise ArchitectureError(
+            f"{where} would have {count} layers; at most MAX_LAYERS = {MAX_LAYERS} are allowed "
+            "(ntk_infinite.layers.MAX_LAYERS). Check repetition counts such as N*(...) for a typo."
+        )

@@ -377,8 +377,8 @@ def relu_architectures(depths=(1, 2, 3, 4, 5), w_std=(math.sqrt(2.0),), b_std=(0
             for b in b_std:
                 layers = []
                 for _ in range(depth):
-                    layers += [Dense(w, b), ReLU()]
-                archs.append(serial(*layers, Dense(w, b)))
+                    layers += [Dense(w_std=w, b_std=b), ReLU()]
+                archs.append(serial(*layers, Dense(w_std=w, b_std=b)))
     return archs
 
 

@@ -130,7 +130,7 @@ def measure_error(layer, pairs):
     """Max scaled errors of T and Ṫ of the engine over ``pairs`` (q₁, q₂, ρ)."""
     import ntk_infinite as nk
 
-    kernel = nk.compile(nk.serial(nk.Dense(1.0, 0.0), layer, nk.Dense(1.0, 0.0)))
+    kernel = nk.compile(nk.serial(nk.Dense(w_std=1.0, b_std=0.0), layer, nk.Dense(w_std=1.0, b_std=0.0)))
     kinks = tuple(layer.kinks)
     worst_T = worst_Td = 0.0
     diagonals = {}
@@ -169,7 +169,7 @@ def measure_speed(layer, n, repeats=3, seed=0):
     """(ns per entry-layer, truncation description) for 3*(Dense(1.5, 0.1) > φ) > Dense."""
     import ntk_infinite as nk
 
-    arch = nk.serial(*(3 * [nk.Dense(1.5, 0.1), layer]), nk.Dense(1.5, 0.1))
+    arch = nk.serial(*(3 * [nk.Dense(w_std=1.5, b_std=0.1), layer]), nk.Dense(w_std=1.5, b_std=0.1))
     kernel = nk.compile(arch)
     X = np.random.default_rng(seed).standard_normal((n, 32))
     with warnings.catch_warnings():
@@ -219,7 +219,7 @@ def tanh_target(quick: bool):
 
     n = 300 if quick else 1000
     X = np.random.default_rng(0).standard_normal((n, 64))
-    arch = nk.serial(*(3 * [nk.Dense(1.5, 0.1), nk.Tanh()]), nk.Dense(1.5, 0.1))
+    arch = nk.serial(*(3 * [nk.Dense(w_std=1.5, b_std=0.1), nk.Tanh()]), nk.Dense(w_std=1.5, b_std=0.1))
     kernel = nk.compile(arch)
     t0 = time.perf_counter()
     k = kernel(X)

@@ -82,7 +82,7 @@ def activations() -> list:
 def _arch(layer):
     from ..layers import Dense, serial
 
-    return serial(Dense(1.4, 0.1), layer, Dense(1.4, 0.1), layer, Dense(1.4, 0.1))
+    return serial(Dense(w_std=1.4, b_std=0.1), layer, Dense(w_std=1.4, b_std=0.1), layer, Dense(w_std=1.4, b_std=0.1))
 
 
 def write_table(out_dir: pathlib.Path, quick: bool = False) -> pathlib.Path:

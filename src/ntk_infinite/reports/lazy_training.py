@@ -64,7 +64,7 @@ def _arch(template: str):
             layers.append(ReLU())
         else:
             w, b = (float(v) for v in part[part.index("(") + 1:-1].split(","))
-            layers.append(Dense(w, b))
+            layers.append(Dense(w_std=w, b_std=b))
     return serial(*layers)
 
 

@@ -76,7 +76,7 @@ _CHILD = textwrap.dedent(
     X = np.random.default_rng(0).normal(size=(n, d))
     if impl == "ntk_infinite":
         import ntk_infinite as nk
-        arch = nk.serial(*[nk.Dense({w}, {b}), nk.ReLU()] * depth, nk.Dense({w}, {b}))
+        arch = nk.serial(*[nk.Dense(w_std={w}, b_std={b}), nk.ReLU()] * depth, nk.Dense(w_std={w}, b_std={b}))
         kernel = nk.compile(arch)
         kernel(X[:64])  # load or build the engine
         run = lambda: kernel(X)
