@@ -7,11 +7,15 @@ import the constant; none widens it by the code's own report of its accuracy.
 
 #: Exact-recursion diagonals (ReLU): the bound the exact routes promise.
 DIAG_RTOL = 1e-13
+#: A 500-layer ReLU diagonal against the hand formula with w² = 2 exactly: float64's
+#: (√2)² = 2(1 + 2.2e-16) compounds to ~1.1e-13 over 500 layers, plus rounding.
+DEEP_DIAG_RTOL = 1e-12
 #: Near-duplicate / antipodal pairs against 50-digit mpmath.
 COLLINEAR_RTOL = 1e-11
 #: Engine vs the naive float recursion on generic inputs (both are ~1e-15 accurate there).
 NAIVE_RTOL = 1e-12
-#: Closed-form ReLU dual vs adaptive 2-D quadrature (dblquad's own accuracy ~1e-11).
+#: Closed forms (ReLU dual, Cho & Saul's J_n) vs adaptive 2-D quadrature (dblquad's own
+#: accuracy ~1e-11).
 DBLQUAD_RTOL = 1e-9
 #: Rounding-level agreement between two evaluations of the same quantity by different
 #: summation orders (tiles, permutations, rotations of the inputs).
@@ -127,3 +131,6 @@ RK4_RTOL = 1e-6
 RK4_ATOL = 1e-7
 #: False-alarm rate of the statistical tests (two-sided).
 FALSE_ALARM = 1e-3
+#: z-bound of the deterministic statistical checks of test_verify (two-sided false-alarm
+#: rate 6e-5 per check, were the seed changed).
+STAT_Z = 4.0
