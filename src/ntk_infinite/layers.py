@@ -306,7 +306,7 @@ def serial(*layers) -> Architecture:
     Examples
     --------
     >>> import ntk_infinite as nk
-    >>> nk.serial(nk.Dense(1.5, 0.1), nk.ReLU(), nk.Dense(1.5, 0.1))
+    >>> nk.serial(nk.Dense(w_std=1.5, b_std=0.1), nk.ReLU(), nk.Dense(w_std=1.5, b_std=0.1))
     serial(Dense(w_std=1.5, b_std=0.1, width=None), ReLU(), Dense(w_std=1.5, b_std=0.1, width=None))
     """
     flat = []
