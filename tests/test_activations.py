@@ -14,12 +14,10 @@ import ntk_infinite as nk
 from activation_cases import ACTIVATION_CASES
 from ntk_infinite.duals import ArcCosineDual, ClosedFormDual, PolynomialDual, SeriesDual, resolve_dual
 from ntk_infinite.duals.quadrature import QuadratureDual
+from tolerances import ACTIVATION_FD_RTOL, EXACT_ATOL, EXACT_RTOL, EXPRESSION_RTOL, ULP_RTOL
 
-#: Central differences with step 1e-6 on smooth functions: error ~ h² f''' + ε f / h.
-FD_RTOL = 1e-7
+#: Central-difference step (ACTIVATION_FD_RTOL says what it costs).
 FD_STEP = 1e-6
-#: Two float evaluations of the same closed-form function.
-EXACT_RTOL = 1e-14
 
 x = sp.Symbol("x")
 reals = st.floats(-3.0, 3.0, allow_nan=False, allow_subnormal=False)
@@ -61,7 +59,7 @@ def test_definitions_match_the_issue_table(name):
     def run(params, v):
         layer = getattr(nk, name)(**params)
         v = np.array(v)
-        np.testing.assert_allclose(layer.fn(v), textbook(name, params)(v), rtol=EXACT_RTOL, atol=1e-15)
+        np.testing.assert_allclose(layer.fn(v), textbook(name, params)(v), rtol=EXACT_RTOL, atol=EXACT_ATOL)
 
     run()
 
@@ -75,7 +73,7 @@ def test_dfn_is_the_derivative_of_fn(case_id, layer):
     fd = (layer.fn(v + FD_STEP) - layer.fn(v - FD_STEP)) / (2 * FD_STEP)
     d = layer.dfn(v)
     assert d.shape == v.shape and fn_shape_ok(layer)
-    np.testing.assert_allclose(d, fd, rtol=FD_RTOL, atol=FD_RTOL * max(1.0, np.abs(fd).max()))
+    np.testing.assert_allclose(d, fd, rtol=ACTIVATION_FD_RTOL, atol=ACTIVATION_FD_RTOL * max(1.0, np.abs(fd).max()))
 
 
 def fn_shape_ok(layer):
@@ -88,7 +86,7 @@ def test_sympy_expression_agrees_with_fn(cls):
     layer = dict(ACTIVATION_CASES).get(cls.__name__.lower()) or cls()
     f = sp.lambdify(x, layer.expression(x), ["scipy", "numpy"])
     v = np.array([-2.5, -0.3, 0.4, 1.7])
-    np.testing.assert_allclose(np.broadcast_to(f(v), v.shape), layer.fn(v), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(np.broadcast_to(f(v), v.shape), layer.fn(v), rtol=EXPRESSION_RTOL, atol=EXACT_ATOL)
 
 
 def test_step_and_sign_have_zero_derivative_by_convention():
@@ -159,7 +157,7 @@ def test_kinks_are_read_off_the_expression(expr, kinks):
     assert layer.kinks == kinks
     v = np.array([-1.7, 0.3, 2.6])
     f = sp.lambdify(x, expr, ["numpy"])
-    np.testing.assert_allclose(layer.fn(v), np.broadcast_to(f(v), v.shape).astype(float), rtol=1e-15)
+    np.testing.assert_allclose(layer.fn(v), np.broadcast_to(f(v), v.shape).astype(float), rtol=ULP_RTOL)
 
 
 def test_sympy_derivative_drops_dirac_masses():
@@ -221,5 +219,5 @@ def test_sympy_expression_in_a_closed_form_class_gets_its_own_closed_form():
     assert isinstance(dual, ClosedFormDual) and dual.key.startswith("cf_expr_")
     family = resolve_dual(nk.Erf(1.0, 2.0, 0.3), 1e-10)
     q1, q2, c = np.array([0.7, 1.3]), np.array([1.1, 0.4]), np.array([0.2, -0.5])
-    np.testing.assert_allclose(dual.T(q1, q2, c), family.T(q1, q2, c), rtol=1e-14, atol=0)
-    np.testing.assert_allclose(dual.Tdot(q1, q2, c), family.Tdot(q1, q2, c), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(dual.T(q1, q2, c), family.T(q1, q2, c), rtol=EXACT_RTOL, atol=0)
+    np.testing.assert_allclose(dual.Tdot(q1, q2, c), family.Tdot(q1, q2, c), rtol=EXACT_RTOL, atol=0)

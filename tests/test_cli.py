@@ -10,6 +10,7 @@ import pytest
 
 import ntk_infinite as nk
 from ntk_infinite.cli import ProgressBar, main
+from tolerances import ULP_RTOL
 
 ARCH = "Dense(1.5, 0.1) > ReLU > Dense(1.5, 0.1)"
 
@@ -40,7 +41,7 @@ def test_gram_csv_with_header_and_get(data):
     assert main(["gram", ARCH, str(tmp / "x1.npy"), "--x2", str(tmp / "x2.csv"), "--get", "nngp", "-o", str(out), "-q"]) == 0
     saved = np.load(out)
     assert list(saved.keys()) == ["nngp"]
-    np.testing.assert_allclose(saved["nngp"], nk.compile(ARCH)(X1, X2).nngp, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(saved["nngp"], nk.compile(ARCH)(X1, X2).nngp, rtol=ULP_RTOL, atol=0)
 
 
 def test_gram_reports_user_errors(data, capsys):

@@ -25,21 +25,8 @@ from ntk_infinite.codegen import load_module
 from ntk_infinite.engine_source import TILE_PRELUDE
 from ntk_infinite.duals import resolve_dual
 from ntk_infinite.duals.series import SeriesDual
-
-#: Closed forms vs 20-digit mpmath: the issue's bound, relative to |T| ...
-CLOSED_FORM_RTOL = 1e-12
-#: ... with an absolute floor at the rounding level of the inputs (T's sensitivity to a
-#: relative perturbation 1e-16 of (q₁, q₂, ρ)), relative to the scale √(T₁₁T₂₂).
-ROUNDING_FLOOR = 1e-15
-#: Whole networks (depth 2) vs mpmath: rounding accumulates over layers.
-NETWORK_RTOL = 1e-12
-#: Relative accuracy of 1 − ρ' (hence of the next sin²θ) for nearly parallel pairs.
-NEAR_PARALLEL_RTOL = 1e-9
-#: Series route: the issue's target for smooth activations (requested tol 1e-10), plus the
-#: ~1e-12 accuracy of the nested adaptive quadrature reference.
-SERIES_RTOL = 1e-10 + 2e-12
-#: Kink-aware quadrature: the issue's bound for kinked user functions.
-QUADRATURE_RTOL = 1e-8
+from tolerances import (CLOSED_FORM_RTOL, EXACT_ATOL, EXACT_RTOL, NEAR_PARALLEL_RTOL, NETWORK_RTOL, PSD_ATOL,
+                        QUADRATURE_RTOL, ROUNDING_FLOOR, ROUNDING_RTOL, SERIES_RTOL, ULP_RTOL)
 
 x = sp.Symbol("x")
 
@@ -200,8 +187,8 @@ def test_identical_inputs_stay_exactly_parallel_through_depth():
     for name in ("nngp", "ntk"):
         K, Kxx = getattr(k, name), getattr(kxx, name)
         np.testing.assert_array_equal(np.diag(K), getattr(d, name))
-        np.testing.assert_allclose(Kxx, K, rtol=1e-14, atol=0)
-        np.testing.assert_allclose(K[0, 2], K[0, 0], rtol=1e-14, atol=0)
+        np.testing.assert_allclose(Kxx, K, rtol=EXACT_RTOL, atol=0)
+        np.testing.assert_allclose(K[0, 2], K[0, 0], rtol=EXACT_RTOL, atol=0)
 
 
 # ------------------------------------------------------------------ whole networks
@@ -232,10 +219,10 @@ def test_zero_variance_inputs_keep_step_and_sign_kernels_psd():
     X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
     for act in (nk.Step(), nk.Sign()):
         K = nk.compile(nk.serial(nk.Dense(w_std=1.0, b_std=0.0), act, nk.Dense(w_std=1.0, b_std=0.0)))(X).nngp
-        assert np.isfinite(K).all() and np.linalg.eigvalsh(K)[0] >= -1e-14
+        assert np.isfinite(K).all() and np.linalg.eigvalsh(K)[0] >= -PSD_ATOL
         # E[φ(u)φ(v)] of a vanishing-variance u (independent of v) and a standard v.
         expected = {"Step": 0.25, "Sign": 0.0}[type(act).__name__]
-        np.testing.assert_allclose(K[0, 1], expected, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(K[0, 1], expected, rtol=0, atol=EXACT_ATOL)
 
 
 # ------------------------------------------------------------------ Hermite series
@@ -290,8 +277,8 @@ def test_sympy_smooth_activation_uses_its_sympy_derivative():
     k_ref = nk.compile(nk.serial(nk.Dense(w_std=1.2, b_std=0.1), nk.Tanh(), nk.Dense()))
     X = np.random.default_rng(1).normal(size=(5, 3))
     a, b = k_sym(X), k_ref(X)
-    np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(a.ntk, b.ntk, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(a.nngp, b.nngp, rtol=ROUNDING_RTOL, atol=0)
+    np.testing.assert_allclose(a.ntk, b.ntk, rtol=ROUNDING_RTOL, atol=0)
 
 
 # ------------------------------------------------------------------ kink-aware quadrature
@@ -349,5 +336,5 @@ def test_sympy_piecewise_linear_and_polynomials_get_the_exact_closed_form(expr, 
     arch_l = nk.serial(nk.Dense(w_std=1.2, b_std=0.1), layer, nk.Dense(w_std=0.9, b_std=0.2), layer, nk.Dense())
     X = np.random.default_rng(5).normal(size=(4, 3))
     a, b = nk.compile(arch_s)(X), nk.compile(arch_l)(X)
-    np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-15, atol=0)
-    np.testing.assert_allclose(a.ntk, b.ntk, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(a.nngp, b.nngp, rtol=ULP_RTOL, atol=0)
+    np.testing.assert_allclose(a.ntk, b.ntk, rtol=ULP_RTOL, atol=0)

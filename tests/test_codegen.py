@@ -10,6 +10,7 @@ import sympy as sp
 
 from ntk_infinite.codegen import emit_assignments
 from ntk_infinite.duals.arccos import cho_saul_J, THETA
+from tolerances import DBLQUAD_ATOL, DBLQUAD_RTOL, ULP_RTOL
 
 SCRIPT = textwrap.dedent(
     """
@@ -73,7 +74,7 @@ def test_cho_saul_J_matches_quadrature_definition():
                 return 2 * a**n * b**n * np.exp(-r * r / 2) / (2 * np.pi) * r
 
             val, _ = integrate.dblquad(integrand, -np.pi, np.pi, 0, 12, epsabs=1e-12, epsrel=1e-11)
-            np.testing.assert_allclose(val, J(theta) / np.pi, rtol=1e-8, atol=1e-12)
+            np.testing.assert_allclose(val, J(theta) / np.pi, rtol=DBLQUAD_RTOL, atol=DBLQUAD_ATOL)
 
 
 def test_emit_assignments_shares_subexpressions():
@@ -83,4 +84,4 @@ def test_emit_assignments_shares_subexpressions():
     assert code.count("math.sin") == 1
     ns = {"math": __import__("math"), "x": 0.3, "y": 0.4}
     exec(code, ns)
-    np.testing.assert_allclose([ns["a"], ns["b"]], [np.sin(0.7) ** 2, np.sin(0.7) + 1], rtol=1e-15, atol=0)
+    np.testing.assert_allclose([ns["a"], ns["b"]], [np.sin(0.7) ** 2, np.sin(0.7) + 1], rtol=ULP_RTOL, atol=0)

@@ -14,22 +14,13 @@ import ntk_infinite as nk
 from ntk_infinite.empirical import FiniteNetwork, LinearizedModel, monte_carlo_kernels
 from ntk_infinite.training import train
 from naive import naive_finite_forward, naive_kernels, naive_linear_gd_outputs
+from tolerances import (EXACT_RTOL, FALSE_ALARM, NETWORK_FD_ATOL, NETWORK_FD_RTOL, RK4_ATOL, RK4_RTOL, ROUNDING_ATOL,
+                        ROUNDING_RTOL)
 
-#: Central differences with step FD_STEP: truncation ~ FD_STEP²·|f'''| ≈ 1e-12, rounding
-#: ~ eps/FD_STEP ≈ 1e-10, relative to derivatives of order 1.
+#: Central-difference step (NETWORK_FD_RTOL says what it costs).
 FD_STEP = 1e-6
-FD_RTOL = 1e-6
-FD_ATOL = 1e-7
-#: Two exact evaluations of the same quantity by different contraction orders.
-ROUNDING_RTOL = 1e-12
-ROUNDING_ATOL = 1e-12
-#: False-alarm rate of the statistical tests (two-sided).
-FALSE_ALARM = 1e-3
-#: RK4 at step z/(ηλ_max) with z = RK4_Z: the global relative error of a mode λ is about
-#: (ηλt)·(z λ/λ_max)⁴/120 ≤ 5e-8·ηλ_max·t, i.e. ≲ 1e-6 for the times used here.
+#: RK4 step z/(ηλ_max) with z = RK4_Z (RK4_RTOL says what it costs).
 RK4_Z = 0.05
-RK4_RTOL = 1e-6
-RK4_ATOL = 1e-7
 
 RELU2 = "Dense(1.4, 0.1) > ReLU > Dense(1.3, 0.2) > ReLU > Dense(1.2, 0.3)"
 
@@ -62,7 +53,7 @@ def test_jacobian_matches_finite_differences(name, k):
         e = np.zeros(net.n_params)
         e[p] = FD_STEP
         fd[:, p] = (net.apply(theta + e, X) - net.apply(theta - e, X)).ravel() / (2 * FD_STEP)
-    assert_allclose(J, fd, rtol=FD_RTOL, atol=FD_ATOL)
+    assert_allclose(J, fd, rtol=NETWORK_FD_RTOL, atol=NETWORK_FD_ATOL)
 
 
 @pytest.mark.parametrize("name", list(_architectures()))
@@ -159,7 +150,7 @@ def test_empirical_kernels_agree_with_analytic_at_large_width(which):
         resolution = t_crit * se / np.linalg.norm(K)
         assert resolution < 0.1
         assert _mc_z(samples, 1.1 * K)[0] > t_crit
-    assert_allclose(mc.standard_error("ntk"), mc.ntk_samples.std(axis=0, ddof=1) / np.sqrt(S), rtol=1e-14, atol=0)
+    assert_allclose(mc.standard_error("ntk"), mc.ntk_samples.std(axis=0, ddof=1) / np.sqrt(S), rtol=EXACT_RTOL, atol=0)
 
 
 def test_monte_carlo_output_covariance_matches_analytic_nngp():
@@ -250,7 +241,7 @@ def test_linearized_model_training_matches_closed_form():
     gd = train(lin, theta0, X, Y, learning_rate=lr, t=steps, method="gd")
     assert gd.n_steps == steps
     expected = naive_linear_gd_outputs(Th[:n, :n], f0[:8].ravel(), Y.ravel(), lr, steps)
-    assert_allclose(gd.train_outputs.ravel(), expected, rtol=1e-10, atol=1e-10)
+    assert_allclose(gd.train_outputs.ravel(), expected, rtol=ROUNDING_RTOL, atol=ROUNDING_ATOL)
 
 
 def test_network_gradient_is_gradient_of_the_summed_loss():
@@ -265,7 +256,7 @@ def test_network_gradient_is_gradient_of_the_summed_loss():
 
     g = net.value_and_vjp(theta, X, lambda out: out - Y)[1]
     fd = np.array([(loss(theta + FD_STEP * e) - loss(theta - FD_STEP * e)) / (2 * FD_STEP) for e in np.eye(net.n_params)])
-    assert_allclose(g, fd, rtol=FD_RTOL, atol=FD_ATOL)
+    assert_allclose(g, fd, rtol=NETWORK_FD_RTOL, atol=NETWORK_FD_ATOL)
 
 
 def test_training_reduces_loss_and_output_scale_is_centred():

@@ -9,6 +9,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 import ntk_infinite as nk
+from tolerances import SAME_ATOL, SAME_RTOL
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.base import clone  # noqa: E402
@@ -17,10 +18,6 @@ from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
-
-#: The estimator and the predictor do the same algebra on the same Gram matrices.
-SAME_RTOL = 1e-12
-SAME_ATOL = 1e-12
 
 DEPTH2 = "2*(Dense(1.4142135623730951, 0.1) > ReLU) > Dense(1.4142135623730951, 0.1)"
 

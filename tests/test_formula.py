@@ -9,9 +9,7 @@ import sympy as sp
 import ntk_infinite as nk
 from naive import mp_kernels, relu_T, relu_Tdot
 from ntk_infinite.cli import main
-
-#: The formula, evaluated with floats by sympy, against the jitted engine.
-EVAL_RTOL = 1e-12
+from tolerances import EVAL_RTOL
 
 
 def evaluate(formula, x1, x2):

@@ -5,6 +5,7 @@ import pytest
 
 import ntk_infinite as nk
 from ntk_infinite.errors import InputError
+from tolerances import ULP_RTOL
 
 KERNEL = nk.compile("Dense(1.5, 0.1) > ReLU > Dense(1.5, 0.1)")
 
@@ -81,4 +82,4 @@ def test_integer_and_list_inputs_are_coerced():
     assert k1.ntk.dtype == np.float64
     # Non-contiguous views are fine.
     X = np.random.default_rng(1).normal(size=(6, 8))
-    np.testing.assert_allclose(KERNEL(X[:, ::2]).ntk, KERNEL(np.ascontiguousarray(X[:, ::2])).ntk, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(KERNEL(X[:, ::2]).ntk, KERNEL(np.ascontiguousarray(X[:, ::2])).ntk, rtol=ULP_RTOL, atol=0)

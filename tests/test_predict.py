@@ -16,19 +16,13 @@ from numpy.testing import assert_allclose
 import ntk_infinite as nk
 from ntk_infinite.predict import SingularKernelError
 from naive import linear_model_gd, naive_gd_mse
+from tolerances import (ALGEBRA_ATOL, ALGEBRA_RTOL, LARGE_T_RTOL, PSD_RTOL, RIDGE_LIMIT_RTOL, ROUNDING_RTOL,
+                        ULP_RTOL)
 
-#: Two dense-algebra routes (eigendecomposition/Cholesky vs inverse/expm) on kernels with
-#: condition number below ~1e4: rounding error ~ cond·eps.
-ALGEBRA_RTOL = 1e-9
-ALGEBRA_ATOL = 1e-10
-#: Covariance positive semi-definite: min eigenvalue >= -PSD_RTOL·max |entry|.
-PSD_RTOL = 1e-10
 #: A ridge this small changes a kernel with smallest eigenvalue ~1e-2 by ~1e-8 relative.
 TINY_RIDGE = 1e-10
-RIDGE_LIMIT_RTOL = 1e-7
 #: t·λ_min ≥ 60 makes e^{-Θt} below e^{-60} ≈ 1e-26 relative.
 LARGE_T_EXPONENT = 60.0
-LARGE_T_RTOL = 1e-9
 
 ARCH = "Dense(w_std=1.4142135623730951, b_std=0.1) > ReLU > Dense(w_std=1.4142135623730951, b_std=0.1)"
 
@@ -174,14 +168,14 @@ def test_predict_train_is_predict_at_training_inputs(kernel, data):
         assert_allclose(a.mean, b.mean, rtol=ALGEBRA_RTOL, atol=ALGEBRA_ATOL)
         assert_allclose(a.cov, b.cov, rtol=ALGEBRA_RTOL, atol=ALGEBRA_ATOL)
     # without ridge the flow interpolates the training targets
-    assert_allclose(nk.predict.gd_mse(kernel, X, Y).predict_train(np.inf).mean, Y, rtol=1e-8, atol=1e-8)
+    assert_allclose(nk.predict.gd_mse(kernel, X, Y).predict_train(np.inf).mean, Y, rtol=ALGEBRA_RTOL, atol=ALGEBRA_ATOL)
 
 
 def test_max_learning_rate(kernel, data):
     X, _, Y = data
     pred = nk.predict.gd_mse(kernel, X, Y, ridge=0.1)
     lam_max = np.linalg.eigvalsh(kernel(X).ntk + 0.1 * np.eye(X.shape[0]))[-1]
-    assert_allclose(pred.max_learning_rate, 2.0 / lam_max, rtol=1e-12, atol=0)
+    assert_allclose(pred.max_learning_rate, 2.0 / lam_max, rtol=ROUNDING_RTOL, atol=0)
 
 
 def test_duplicate_points_warn_and_give_the_pseudo_inverse_limit(kernel, data):
@@ -192,8 +186,8 @@ def test_duplicate_points_warn_and_give_the_pseudo_inverse_limit(kernel, data):
         out = nk.predict.gd_mse(kernel, Xd, Yd).predict(Xs, cov=True)
     ref = nk.predict.gd_mse(kernel, X, Y).predict(Xs, cov=True)
     assert np.isfinite(out.mean).all() and np.isfinite(out.cov).all()
-    assert_allclose(out.mean, ref.mean, rtol=1e-6, atol=1e-6)
-    assert_allclose(out.cov, ref.cov, rtol=1e-6, atol=1e-6)
+    assert_allclose(out.mean, ref.mean, rtol=ALGEBRA_RTOL, atol=ALGEBRA_ATOL)
+    assert_allclose(out.cov, ref.cov, rtol=ALGEBRA_RTOL, atol=ALGEBRA_ATOL)
     # finite t stays finite and needs no pseudo-inverse
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -282,4 +276,4 @@ def test_time_array_shape_and_monotone_training_loss(kernel, data):
     assert out.mean.shape == (9,) + Y.shape
     loss = 0.5 * np.sum((out.mean - Y) ** 2, axis=(1, 2))
     assert np.all(np.diff(loss) < 0)  # gradient flow decreases the loss
-    assert math.isclose(out.t[-1], 1e3)
+    assert math.isclose(out.t[-1], 1e3, rel_tol=ULP_RTOL)

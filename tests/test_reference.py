@@ -8,7 +8,7 @@ import pytest
 
 import ntk_infinite as nk
 from naive import dblquad_T, dblquad_Tdot, naive_kernels
-from tolerances import DBLQUAD_RTOL
+from tolerances import DBLQUAD_ATOL, DBLQUAD_RTOL, ROUTE_TOL, SERIES_NETWORK_RTOL
 
 # (q1, q2, rho): unequal variances, both signs, near the ends.
 GRID = [(1.0, 1.0, 0.3), (0.5, 2.0, -0.7), (3.0, 0.2, 0.95), (1.2, 1.2, -0.999), (0.7, 1.9, 0.0), (2.0, 0.5, 0.9999)]
@@ -33,8 +33,8 @@ def test_relu_closed_form_vs_dblquad(q1, q2, rho):
     c = rho * math.sqrt(q1 * q2)
     T = dblquad_T(relu.fn, q1, q2, c)
     Td = dblquad_Tdot(relu.dfn, q1, q2, c)
-    np.testing.assert_allclose(k.nngp[0, 0], T, rtol=DBLQUAD_RTOL, atol=1e-13)
-    np.testing.assert_allclose(k.ntk[0, 0], Td * c + T, rtol=DBLQUAD_RTOL, atol=1e-13)
+    np.testing.assert_allclose(k.nngp[0, 0], T, rtol=DBLQUAD_RTOL, atol=DBLQUAD_ATOL)
+    np.testing.assert_allclose(k.ntk[0, 0], Td * c + T, rtol=DBLQUAD_RTOL, atol=DBLQUAD_ATOL)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,8 @@ def test_generic_route_tanh_within_reported_accuracy(tanh_kernel, q1, q2, rho):
     scale_T = math.sqrt(dblquad_T(np.tanh, q1, q1, q1) * dblquad_T(np.tanh, q2, q2, q2))
     # The estimate bounds the relative truncation error of each series (Cauchy–Schwarz);
     # dblquad contributes ~1e-12.
-    assert abs(k.nngp[0, 0] - T) <= est * scale_T + 1e-11
-    assert abs((k.ntk[0, 0] - k.nngp[0, 0]) / c - Td) <= est * 2 + 1e-11
+    assert abs(k.nngp[0, 0] - T) <= est * scale_T + DBLQUAD_ATOL
+    assert abs((k.ntk[0, 0] - k.nngp[0, 0]) / c - Td) <= est * 2 + DBLQUAD_ATOL
 
 
 def test_generic_route_on_relu_reports_its_accuracy():
@@ -81,14 +81,34 @@ def test_generic_tanh_network_matches_naive_dblquad_recursion():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         S, T = naive_kernels(arch, X[:1], X[1:])
-    np.testing.assert_allclose(k.nngp, S, rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(k.ntk, T, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(k.nngp, S, rtol=SERIES_NETWORK_RTOL, atol=DBLQUAD_ATOL)
+    np.testing.assert_allclose(k.ntk, T, rtol=SERIES_NETWORK_RTOL, atol=DBLQUAD_ATOL)
 
 
-def test_explicit_derivative_is_used():
-    act_a = nk.Activation(np.tanh, name="tanh")
-    act_b = nk.Activation(np.tanh, dfn=lambda x: 1 / np.cosh(x) ** 2, name="tanh")
-    X = np.random.default_rng(8).normal(size=(4, 3))
-    ka = one_layer(act_a)(X)
-    kb = one_layer(act_b)(X)
-    np.testing.assert_allclose(ka.ntk, kb.ntk, rtol=1e-9, atol=1e-12)
+def _sech2(x):
+    return 1 / np.cosh(x) ** 2
+
+
+def _cos_cos(q1, q2, c):
+    """E[cos u cos v] = ½(E cos(u−v) + E cos(u+v)) = e^{−(q1+q2)/2} cosh c, as E cos w = e^{−Var w/2}."""
+    return math.exp(-0.5 * (q1 + q2)) * math.cosh(c)
+
+
+@pytest.mark.parametrize("q1, q2, rho", GRID[:3])
+def test_explicit_derivative_is_used(q1, q2, rho):
+    # dfn = cos is deliberately not tanh's derivative, nor a multiple of it (the series
+    # rescales Ṫ's coefficients to E[dfn²], which would hide a constant factor): a kernel
+    # that derived Ṫ from fn (Stein's lemma) instead of the given dfn gives a different Θ.
+    kernel = one_layer(nk.Activation(np.tanh, dfn=np.cos, name="tanh_with_cos_dfn"))
+    k = kernel(*inputs_for(q1, q2, rho))
+    c = rho * math.sqrt(q1 * q2)
+    T = dblquad_T(np.tanh, q1, q2, c)
+    Td_given = _cos_cos(q1, q2, c)
+    Td_true = dblquad_Tdot(_sech2, q1, q2, c)
+    # The route's promise: each series within ROUTE_TOL of √(T₁₁T₂₂) (resp. √(Ṫ₁₁Ṫ₂₂)).
+    scale_T = math.sqrt(dblquad_T(np.tanh, q1, q1, q1) * dblquad_T(np.tanh, q2, q2, q2))
+    scale_Td = math.sqrt(_cos_cos(q1, q1, q1) * _cos_cos(q2, q2, q2))
+    atol = ROUTE_TOL * (scale_T + abs(c) * scale_Td) + DBLQUAD_ATOL
+    assert abs(Td_given - Td_true) * abs(c) > 1e3 * atol  # the case tells the two derivatives apart
+    assert abs(k.ntk[0, 0] - (Td_given * c + T)) <= atol
+    assert abs(k.nngp[0, 0] - T) <= ROUTE_TOL * scale_T + DBLQUAD_ATOL

@@ -14,19 +14,11 @@ from ntk_infinite import selection as S
 from ntk_infinite.gradients import kernel_gradients
 from ntk_infinite.predict import SingularKernelError
 from naive import naive_log_marginal, naive_loo
+from tolerances import (EXACT_ATOL, EXACT_RTOL, KERNEL_FD_RTOL, KERNEL_FD_SERIES_RTOL, LOO_ATOL, LOO_RTOL, ML_RTOL,
+                        ROUNDING_ATOL, ROUNDING_RTOL)
 
-#: LOO closed form vs refits: both are dense solves of systems with cond < 1e6.
-LOO_RTOL = 1e-8
-LOO_ATOL = 1e-10
-#: Marginal likelihood vs scipy.stats (Cholesky vs its own eigendecomposition).
-ML_RTOL = 1e-10
-#: Central differences with step FD_STEP: truncation ~ FD_STEP²·|K'''| ~ 1e-10 and rounding
-#: ~ eps·|K|/FD_STEP ~ 1e-11, relative to the derivative's scale.
+#: Central-difference step (KERNEL_FD_RTOL says what it costs).
 FD_STEP = 1e-5
-FD_RTOL = 1e-6
-#: The Hermite-series engine is accurate to its tolerance (1e-10 relative), which the
-#: difference quotient amplifies by 1/FD_STEP.
-FD_SERIES_RTOL = 1e-4
 
 RELU = "Dense(w_std=1.4142135623730951, b_std=0.1) > ReLU > Dense(w_std=1.4142135623730951, b_std=0.1)"
 
@@ -121,7 +113,7 @@ def test_marginal_likelihood_gradient_matches_finite_differences(data, get):
 
     full = params + [ridge]
     fd = np.array([_fd(value, full, i) for i in range(len(full))])
-    assert_allclose(ml.gradient, fd, rtol=FD_RTOL, atol=FD_RTOL * np.max(np.abs(fd)))
+    assert_allclose(ml.gradient, fd, rtol=KERNEL_FD_RTOL, atol=KERNEL_FD_RTOL * np.max(np.abs(fd)))
     assert ml.as_dict()["ridge"] == ml.gradient[-1]
 
 
@@ -153,14 +145,14 @@ def test_relu_gradients_with_duplicates_zero_inputs_and_two_sets(data):
     X1 = np.vstack([X[:5], np.zeros((1, 3)), X[:1]])  # a zero input and a duplicate row
     X2 = np.vstack([X[5:9], X[2:3], np.zeros((1, 3))])  # shares a row and the zero input with X1
     params = [1.3, 0.2, 1.1, 0.3, 0.9, 0.4]
-    _grads_vs_fd(params, nk.ReLU(), X1, None, FD_RTOL)
-    _grads_vs_fd(params, nk.ReLU(), X1, X2, FD_RTOL)
+    _grads_vs_fd(params, nk.ReLU(), X1, None, KERNEL_FD_RTOL)
+    _grads_vs_fd(params, nk.ReLU(), X1, X2, KERNEL_FD_RTOL)
 
 
 def test_series_gradients_tanh(data):
     X, _ = data
     X1 = np.vstack([X[:6], X[:1]])
-    _grads_vs_fd([1.2, 0.3, 1.5, 0.2, 0.8, 0.1], nk.Activation(np.tanh, name="tanh"), X1, X[6:10], FD_SERIES_RTOL)
+    _grads_vs_fd([1.2, 0.3, 1.5, 0.2, 0.8, 0.1], nk.Activation(np.tanh, name="tanh"), X1, X[6:10], KERNEL_FD_SERIES_RTOL)
 
 
 def test_parallel_inputs_without_bias_use_the_restricted_derivative():
@@ -175,7 +167,7 @@ def test_parallel_inputs_without_bias_use_the_restricted_derivative():
                 return getattr(nk.compile(_arch([p[0], 0.0, p[1], p[2]], nk.ReLU()))(X), name)
 
             fd = _fd(f, [1.3, 1.1, 0.3], {0: 0, 2: 1, 3: 2}[i])
-            assert_allclose(getattr(g, f"d_{name}")[i], fd, rtol=FD_RTOL, atol=FD_RTOL * np.max(np.abs(fd)))
+            assert_allclose(getattr(g, f"d_{name}")[i], fd, rtol=KERNEL_FD_RTOL, atol=KERNEL_FD_RTOL * np.max(np.abs(fd)))
 
 
 # ------------------------------------------------------------------------- select
@@ -233,12 +225,12 @@ def test_sklearn_kernels_gradient_and_gp_fit(data, name):
     kern = cls(depth=2, w_std=1.3, b_std=0.2)
     K, dK = kern(X, eval_gradient=True)
     get = "nngp" if name == "NNGPKernel" else "ntk"
-    assert_allclose(K, getattr(nk.compile(kern.architecture_text())(X), get), rtol=1e-12, atol=1e-14)
-    assert_allclose(kern.diag(X), np.diag(K), rtol=1e-12, atol=0)
+    assert_allclose(K, getattr(nk.compile(kern.architecture_text())(X), get), rtol=ROUNDING_RTOL, atol=ROUNDING_ATOL)
+    assert_allclose(kern.diag(X), np.diag(K), rtol=ROUNDING_RTOL, atol=0)
     theta = kern.theta
     for i in range(theta.size):
         fd = _fd(lambda th: kern.clone_with_theta(th)(X), theta, i)
-        assert_allclose(dK[..., i], fd, rtol=FD_RTOL, atol=FD_RTOL * np.max(np.abs(fd)))
+        assert_allclose(dK[..., i], fd, rtol=KERNEL_FD_RTOL, atol=KERNEL_FD_RTOL * np.max(np.abs(fd)))
     gp = GaussianProcessRegressor(kern, alpha=1e-2, optimizer=None).fit(X, y)
     fitted = GaussianProcessRegressor(kern, alpha=1e-2, random_state=0).fit(X, y)
     assert fitted.log_marginal_likelihood_value_ >= gp.log_marginal_likelihood_value_
@@ -263,7 +255,7 @@ def test_closed_form_partials_match_finite_differences_of_the_dual(order):
     pp = partials.pair(dual, q1, q2, c, np.zeros((4, 3), bool))
     Q1, Q2 = q1[:, None], q2[None, :]
     for name, f in (("T", dual.T), ("Td", dual.Tdot)):
-        assert_allclose(getattr(pp, name), f(Q1, Q2, c), rtol=1e-14, atol=1e-15)
+        assert_allclose(getattr(pp, name), f(Q1, Q2, c), rtol=EXACT_RTOL, atol=EXACT_ATOL)
         h = FD_STEP
         fds = {
             "q1": (f(Q1 + h, Q2, c) - f(Q1 - h, Q2, c)) / (2 * h),
@@ -271,13 +263,13 @@ def test_closed_form_partials_match_finite_differences_of_the_dual(order):
             "c": (f(Q1, Q2, c + h) - f(Q1, Q2, c - h)) / (2 * h),
         }
         for var, fd in fds.items():
-            assert_allclose(getattr(pp, f"{name}_{var}"), fd, rtol=FD_RTOL, atol=FD_RTOL)
+            assert_allclose(getattr(pp, f"{name}_{var}"), fd, rtol=KERNEL_FD_RTOL, atol=KERNEL_FD_RTOL)
     point = partials.point(q1)
     h = FD_STEP
     assert_allclose(point.dV, (dual.T(q1 + h, q1 + h, q1 + h) - dual.T(q1 - h, q1 - h, q1 - h)) / (2 * h),
-                    rtol=FD_RTOL, atol=FD_RTOL)
+                    rtol=KERNEL_FD_RTOL, atol=KERNEL_FD_RTOL)
     assert_allclose(point.dVd, (dual.Tdot(q1 + h, q1 + h, q1 + h) - dual.Tdot(q1 - h, q1 - h, q1 - h)) / (2 * h),
-                    rtol=FD_RTOL, atol=FD_RTOL)
+                    rtol=KERNEL_FD_RTOL, atol=KERNEL_FD_RTOL)
 
 
 def test_gradients_of_a_quadrature_route_activation_say_what_to_do_instead(data):

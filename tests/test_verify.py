@@ -9,6 +9,7 @@ from numpy.testing import assert_allclose
 import ntk_infinite as nk
 from ntk_infinite import cli, verify
 from ntk_infinite.results import Kernels
+from tolerances import ROUNDING_ATOL, STAT_Z
 
 ARCH = "Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1)"
 #: Kernel sweep small enough for CI (about a second) yet able to tell a 30% error.
@@ -145,10 +146,13 @@ def test_fit_slope_recovers_a_power_law_and_its_uncertainty():
     samples = 3.0 * widths[:, None] ** -0.5 * noise
     fit = verify.fit_slope(widths, samples)
     # RMS of S standard normals has relative sd ≈ 1/√(2S) = 5%; spread over the log-width range:
-    expected_se = (1 / np.sqrt(2 * S)) / np.sqrt(np.sum((np.log(widths) - np.log(widths).mean()) ** 2))
-    assert abs(fit.slope + 0.5) <= 4 * expected_se
+    u = np.log(widths)
+    expected_se = (1 / np.sqrt(2 * S)) / np.sqrt(np.sum((u - u.mean()) ** 2))
+    assert abs(fit.slope + 0.5) <= STAT_Z * expected_se
     assert 0.5 * expected_se <= fit.stderr <= 2 * expected_se
-    assert_allclose(fit.intercept, np.log(3.0), rtol=0, atol=40 * expected_se)
+    # a = ȳ − s·ū: standard error σ·√(1/n + ū²/Σ(u − ū)²), σ = 1/√(2S).
+    intercept_se = (1 / np.sqrt(2 * S)) * np.sqrt(1 / u.size + u.mean() ** 2 / np.sum((u - u.mean()) ** 2))
+    assert_allclose(fit.intercept, np.log(3.0), rtol=0, atol=STAT_Z * intercept_se)
 
 
 def test_slope_verdicts():
@@ -170,7 +174,7 @@ def test_kernel_convergence_without_hidden_layers_is_exact():
     res = verify.kernel_convergence("Dense(1.3, 0.2)", X, widths=(8, 16), samples=2)
     for r in res.values():
         assert r.exact and r.verdict == verify.PASS
-        assert np.all(r.errors <= 1e-12)
+        assert np.all(r.errors <= ROUNDING_ATOL)
 
 
 # ------------------------------------------------------------------------------- tables
