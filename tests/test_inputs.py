@@ -41,6 +41,10 @@ def test_bad_x2_values():
 def test_bad_get():
     with pytest.raises(ValueError, match=r"get must be 'nngp', 'ntk' or a tuple of them; got 'ntkk'"):
         KERNEL(np.ones((2, 3)), get="ntkk")
+    with pytest.raises(TypeError, match=r"get must be 'nngp', 'ntk' or a tuple of them; got 3 of type int"):
+        KERNEL(np.ones((2, 3)), get=3)
+    with pytest.raises(ValueError, match=r"got \('ntk', None\)"):
+        KERNEL(np.ones((2, 3)), get=("ntk", None))
 
 
 def test_bad_tile():

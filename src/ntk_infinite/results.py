@@ -46,11 +46,21 @@ class KernelDiag:
 
 def parse_get(get) -> tuple[bool, bool]:
     """``get`` ("nngp", "ntk", or a tuple of them) -> (want_nngp, want_ntk)."""
-    names = (get,) if isinstance(get, str) else tuple(get) if get is not None else ()
-    bad = [g for g in names if g not in _GET_CHOICES]
+    from .errors import ParameterError
+
+    expected = "get must be 'nngp', 'ntk' or a tuple of them"
+    if isinstance(get, str):
+        names = (get,)
+    elif isinstance(get, (tuple, list, set, frozenset)):
+        names = tuple(get)
+    else:
+        raise TypeError(
+            f"{expected}; got {get!r} of type {type(get).__name__}. For example kernel(X, get='nngp') "
+            "skips the NTK work."
+        )
+    bad = [g for g in names if not isinstance(g, str) or g not in _GET_CHOICES]
     if bad or not names:
-        raise ValueError(
-            f"get must be 'nngp', 'ntk' or a tuple of them; got {get!r}. For example "
-            "kernel(X, get='nngp') skips the NTK work."
+        raise ParameterError(
+            f"{expected}; got {get!r}. For example kernel(X, get='nngp') skips the NTK work."
         )
     return "nngp" in names, "ntk" in names
