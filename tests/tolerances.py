@@ -13,3 +13,9 @@ DBLQUAD_RTOL = 1e-9
 ROUNDING_RTOL = 1e-12
 #: Positive semi-definiteness: min eigenvalue >= -PSD_RTOL * max eigenvalue.
 PSD_RTOL = 1e-10
+#: Kink-aware quadrature of a user activation with its kinks declared, against closed
+#: forms or mpmath: the route's accuracy target.
+USER_KINK_RTOL = 1e-8
+#: The kink-aware numerical derivative of a piecewise-smooth callable (order-6 one-sided
+#: differences, step <= 1e-3: truncation ~1e-18, rounding ~30 eps / step ~ 1e-11).
+NUMERICAL_DERIVATIVE_RTOL = 1e-10

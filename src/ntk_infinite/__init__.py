@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
     AccuracyWarning,
+    ActivationError,
     ArchitectureError,
     IllConditionedWarning,
     InputError,
@@ -45,6 +46,7 @@ __all__ = [
     "ArchitectureError",
     "InputError",
     "ParameterError",
+    "ActivationError",
     "AccuracyWarning",
     "IllConditionedWarning",
     "predict",

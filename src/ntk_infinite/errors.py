@@ -17,6 +17,7 @@ __all__ = [
     "ArchitectureError",
     "InputError",
     "ParameterError",
+    "ActivationError",
     "AccuracyWarning",
     "IllConditionedWarning",
     "check_param",
@@ -35,6 +36,11 @@ class ParameterError(ValueError):
 
 class InputError(ValueError):
     """Input data of the wrong shape, dtype or with non-finite values."""
+
+
+class ActivationError(ValueError):
+    """A user activation whose ``fn``/``dfn`` cannot be integrated: not finite, not real, not
+    elementwise, or not square-integrable under the Gaussian of its input variance."""
 
 
 class AccuracyWarning(UserWarning):
