@@ -176,11 +176,12 @@ def _hinge(a_neg, b_pos, kink):
     return functools.partial(mp_dual, parts=mp_hinge_parts(a_neg, b_pos, kink))
 
 
+# Written with np.abs so that the complex step cannot rescue a derivative that straddles the kink.
 KINKED = [
     ("abs", lambda: np.abs, np.sign, (0.0,), _arccos_as(nk.Abs())),
-    ("leaky_relu", lambda: (lambda v: np.where(v > 0, v, 0.1 * v)), lambda v: np.where(v > 0, 1.0, 0.1), (0.0,),
+    ("leaky_relu", lambda: (lambda v: 0.55 * v + 0.45 * np.abs(v)), lambda v: np.where(v > 0, 1.0, 0.1), (0.0,),
      _arccos_as(nk.LeakyReLU(0.1))),
-    ("shifted_hinge", lambda: (lambda v: 1.5 * np.maximum(v - 0.4, 0) + 0.3 * np.maximum(0.4 - v, 0)),
+    ("shifted_hinge", lambda: (lambda v: 0.9 * np.abs(v - 0.4) + 0.6 * (v - 0.4)),
      lambda v: np.where(v > 0.4, 1.5, -0.3), (0.4,), _hinge(0.3, 1.5, 0.4)),
 ]
 
