@@ -400,11 +400,32 @@ def _mp_activation(layer):
     raise TypeError(f"no mpmath reference for {layer!r}")
 
 
-def mp_dual(layer, q1, q2, c, dps=20):
+def mp_hinge_parts(a_neg, b_pos, kink):
+    """(φ, φ', G, G', kinks) of the hinge φ(x) = b·max(x − k, 0) + a'·max(k − x, 0), for
+    :func:`mp_dual`'s ``parts``: G(μ, σ) = b·E[(μ − k + σZ)₊] + a'·E[(k − μ − σZ)₊]."""
+    a_neg, b_pos, k = mp.mpf(a_neg), mp.mpf(b_pos), mp.mpf(kink)
+
+    def phi(x):
+        return b_pos * max(x - k, 0) + a_neg * max(k - x, 0)
+
+    def dphi(x):
+        return b_pos if x > k else (-a_neg if x < k else (b_pos - a_neg) / 2)
+
+    def G(mu, s):
+        return b_pos * _mp_rect_monomial(1, mu - k, s) + a_neg * _mp_rect_monomial(1, k - mu, s)
+
+    def dG(mu, s):
+        return b_pos * _mp_rect_monomial(0, mu - k, s) - a_neg * _mp_rect_monomial(0, k - mu, s)
+
+    return phi, dphi, G, dG, (float(kink),)
+
+
+def mp_dual(layer, q1, q2, c, dps=20, parts=None):
     """(T, Ṫ) of a built-in activation at (q1, q2, c) as mpf, 1-D tanh-sinh quadrature of the
-    inner Gaussian convolution (see the section comment). q1, q2, c may be mpf."""
+    inner Gaussian convolution (see the section comment). q1, q2, c may be mpf. ``parts``
+    (φ, φ', G, G', kinks) replaces the layer's own, e.g. :func:`mp_hinge_parts`."""
     with mp.workdps(dps):
-        phi, dphi, G, dG, kinks = _mp_activation(layer)
+        phi, dphi, G, dG, kinks = parts or _mp_activation(layer)
         q1, q2, c = mp.mpf(q1), mp.mpf(q2), mp.mpf(c)
         a, b = mp.sqrt(q1), mp.sqrt(q2)
         if a == 0 or b == 0:

@@ -134,3 +134,9 @@ FALSE_ALARM = 1e-3
 #: z-bound of the deterministic statistical checks of test_verify (two-sided false-alarm
 #: rate 6e-5 per check, were the seed changed).
 STAT_Z = 4.0
+#: Kink-aware quadrature of a user activation with its kinks declared, against closed
+#: forms or mpmath: the route's accuracy target.
+USER_KINK_RTOL = 1e-8
+#: The kink-aware numerical derivative of a piecewise-smooth callable (order-6 one-sided
+#: differences, step <= 1e-3: truncation ~1e-18, rounding ~30 eps / step ~ 1e-11).
+NUMERICAL_DERIVATIVE_RTOL = 1e-10

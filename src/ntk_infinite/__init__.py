@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
     AccuracyWarning,
+    ActivationError,
     ArchitectureError,
     IllConditionedWarning,
     InputError,
@@ -53,6 +54,7 @@ __all__ = [
     "ParameterError",
     "NotPicklableError",
     "KeywordOnlyError",
+    "ActivationError",
     "AccuracyWarning",
     "IllConditionedWarning",
     "predict",

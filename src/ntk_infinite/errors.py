@@ -20,6 +20,7 @@ __all__ = [
     "ParameterError",
     "NotPicklableError",
     "KeywordOnlyError",
+    "ActivationError",
     "AccuracyWarning",
     "IllConditionedWarning",
     "check_param",
@@ -50,6 +51,11 @@ class NotPicklableError(TypeError, pickle.PicklingError):
 
     A :class:`TypeError` and a :class:`pickle.PicklingError`, so code catching either sees it.
     """
+
+
+class ActivationError(ValueError):
+    """A user activation whose ``fn``/``dfn`` cannot be integrated: not finite, not real, not
+    elementwise, or not square-integrable under the Gaussian of its input variance."""
 
 
 class AccuracyWarning(UserWarning):

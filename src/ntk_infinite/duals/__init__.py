@@ -2,7 +2,9 @@
 
 :func:`resolve_dual` picks the route for a layer: a registered closed form when there is
 one, else the Hermite series (smooth activations) or the kink-aware quadrature (declared
-kinks). New closed forms register a factory with :func:`register_dual`.
+kinks). New closed forms register a factory with :func:`register_dual`. User activations
+(``Activation`` and unregistered ``ActivationLayer`` subclasses) are probed first
+(:func:`.guards.probe_activation`): fn/dfn must be real, finite and elementwise.
 
 Routes of the built-in activations:
 
@@ -22,6 +24,7 @@ from ..layers import Activation, ActivationLayer, ReLU
 from .arccos import ArcCosineDual, rectified_monomial_dual
 from .base import Dual, PointResult
 from .closed_forms import ClosedFormDual, closed_form_dual
+from .guards import probe_activation
 from .series import PolynomialDual, SeriesDual
 
 __all__ = [
@@ -83,6 +86,7 @@ def _elu(layer, tol):
 def _activation(layer, tol):
     from .symbolic import resolve_activation
 
+    probe_activation(layer)
     return resolve_activation(layer, tol)
 
 
@@ -92,6 +96,8 @@ def resolve_dual(layer: ActivationLayer, tol: float) -> Dual:
         factory = DUAL_FACTORIES.get(cls)
         if factory is not None:
             return factory(layer, tol)
+    # No registered dual: the numerical routes integrate fn/dfn, so check them first.
+    probe_activation(layer)
     if layer.kinks:
         from .quadrature import QuadratureDual
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import warn_accuracy
 from .base import Dual, PointResult
+from .guards import check_growth, check_moments, check_node_values
 
 __all__ = ["QuadratureDual", "Z_RANGE", "piecewise_table"]
 
@@ -55,7 +56,7 @@ _SQRT_2PI = np.sqrt(2.0 * np.pi)
 
 
 # ------------------------------------------------------------------------- tables of φ
-def _cell_fit(fn, lo, hi, n_cells):
+def _cell_fit(fn, lo, hi, n_cells, context=""):
     """Coefficients (n_cells, deg+1) of interpolants in t ∈ [−1, 1] on equal cells, and the
     maximal deviation at test points between the nodes."""
     deg = CELL_DEGREE
@@ -64,11 +65,13 @@ def _cell_fit(fn, lo, hi, n_cells):
     centers, halves = 0.5 * (edges[1:] + edges[:-1]), 0.5 * (edges[1:] - edges[:-1])
     x = centers[:, None] + halves[:, None] * nodes[None, :]
     y = np.asarray(fn(x.ravel()), dtype=np.float64).reshape(x.shape)
+    check_node_values(fn, y, x, context=context)
     V = np.vander(nodes, deg + 1, increasing=True)
     coeffs = np.linalg.solve(V, y.T).T  # monomials in t, lowest first
     test = np.linspace(-0.97, 0.97, 2 * deg + 3)
     xt = centers[:, None] + halves[:, None] * test[None, :]
     yt = np.asarray(fn(xt.ravel()), dtype=np.float64).reshape(xt.shape)
+    check_node_values(fn, yt, xt, context=context)
     approx = np.polynomial.polynomial.polyval(test, coeffs.T)
     return coeffs, float(np.max(np.abs(approx - yt))), float(np.max(np.abs(y)))
 
@@ -79,10 +82,12 @@ def piecewise_table(fns, kinks, X, rtol=1e-14, max_cells=4096):
     inner = [k for k in sorted(kinks) if -X < k < X]
     bounds = np.array([-X, *inner, X], dtype=np.float64)
     counts, tables, worst = [], [[] for _ in fns], 0.0
+    context = (f", an interpolation node in [{-X:.6g}, {X:.6g}] ({Z_RANGE:g} standard deviations of the "
+               f"largest input variance, q = {(X / Z_RANGE) ** 2:.6g}, reaching this layer)")
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         n = max(1, int(np.ceil((hi - lo) / max(X / 16, 1e-300))))
         while True:
-            fits = [_cell_fit(f, lo, hi, n) for f in fns]
+            fits = [_cell_fit(f, lo, hi, n, context) for f in fns]
             scale = max(max(fit[2] for fit in fits), 1e-300)
             err = max(fit[1] for fit in fits)
             if err <= rtol * scale or n >= max_cells:
@@ -110,9 +115,19 @@ def _moments_1d(layer, q, kinks, gl_x, gl_w):
     z = mid[..., None] + half[..., None] * gl_x  # (n, panels, m)
     w = half[..., None] * gl_w * np.exp(-0.5 * z * z) / _SQRT_2PI
     x = sq[:, None, None] * z
+    # The rule stops at |z| = Z_RANGE, which is only sound for a square-integrable φ.
+    check_growth(layer.fn, q)
+    check_growth(layer.dfn, q)
     f = layer.fn(x.ravel()).reshape(x.shape)
     d = layer.dfn(x.ravel()).reshape(x.shape)
-    return np.sum(w * f * f, axis=(1, 2)), np.sum(w * d * d, axis=(1, 2))
+    check_node_values(layer.fn, f, x, q[:, None, None])
+    check_node_values(layer.dfn, d, x, q[:, None, None])
+    # √w·φ before squaring: no overflow where w is tiny and φ large.
+    sw = np.sqrt(w)
+    second, dsecond = np.sum((sw * f) ** 2, axis=(1, 2)), np.sum((sw * d) ** 2, axis=(1, 2))
+    check_moments(layer.fn, second, q)
+    check_moments(layer.dfn, dsecond, q)
+    return second, dsecond
 
 
 class QuadratureDual(Dual):

@@ -50,6 +50,7 @@ from scipy.special import roots_hermitenorm
 
 from ..errors import warn_accuracy
 from .base import Dual, PointResult
+from .guards import check_growth, check_moments, check_node_values
 
 __all__ = ["SeriesDual", "PolynomialDual", "hermite_coefficients"]
 
@@ -82,10 +83,19 @@ def hermite_coefficients(fn, q: np.ndarray, n_terms: int, n_nodes: int | None = 
     n_nodes = n_nodes or 2 * n_terms + 64
     z, w = _nodes(n_nodes)
     psi = _hermite_functions(n_terms, n_nodes)
-    values = fn(np.sqrt(q)[None, :] * z[:, None])  # (n_nodes, m)
-    values = np.broadcast_to(np.asarray(values, dtype=np.float64), (n_nodes, q.size))
-    second = w @ (values * values)
-    coeffs = psi @ (np.sqrt(w)[:, None] * values)
+    x = np.sqrt(q)[None, :] * z[:, None]  # (n_nodes, m)
+    with np.errstate(all="ignore"):
+        values = np.broadcast_to(np.asarray(fn(x), dtype=np.float64), (n_nodes, q.size))
+    # Nodes whose weight underflows to 0 (|z| > ~38) contribute nothing; dropping them keeps
+    # a fast-growing but square-integrable φ (e.g. exp(0.2 x²)) from giving 0·inf = NaN.
+    sw = np.sqrt(w)
+    values = np.where((sw > 0)[:, None], values, 0.0)
+    check_node_values(fn, values, x, q[None, :])
+    # √w·φ first, then the square: the weight tames φ's growth before it can overflow.
+    weighted = sw[:, None] * values
+    second = np.sum(weighted * weighted, axis=0)
+    coeffs = psi @ weighted
+    check_moments(fn, second + np.sum(np.abs(coeffs), axis=0), q)
     return coeffs, second
 
 
@@ -172,6 +182,9 @@ class SeriesDual(Dual):
     def _truncated(self, uq):
         """Coefficients truncated for the tolerance: (Ã, B, E[φ²], Σb², error, (Ka, Kb))."""
         positive = uq > _TINY_Q
+        # A φ that is not square-integrable would never meet the tolerance: say so up front.
+        check_growth(self.layer.fn, uq[positive])
+        check_growth(self.layer.dfn, uq[positive])
         sample = uq[positive]
         if sample.size > 9:
             sample = sample[np.unique(np.linspace(0, sample.size - 1, 9).round().astype(int))]
@@ -196,9 +209,15 @@ class SeriesDual(Dual):
             err = float(max(tail_a.max(initial=0.0), tail_b.max(initial=0.0)))
             if err <= self.layer_tol or max(Ka, Kb) >= self.max_terms:
                 break
-            if tail_a.max(initial=0.0) > self.layer_tol:
+            # "not <=" so that a NaN tail counts as unconverged: every pass grows Ka or Kb
+            # until the cap, and the loop ends in at most ~25 passes whatever φ returns.
+            grow_a = not tail_a.max(initial=0.0) <= self.layer_tol
+            grow_b = not tail_b.max(initial=0.0) <= self.layer_tol
+            if not (grow_a or grow_b):
+                break
+            if grow_a:
                 Ka = min(self.max_terms, int(Ka * 1.25) + 1)
-            if tail_b.max(initial=0.0) > self.layer_tol:
+            if grow_b:
                 Kb = min(self.max_terms, int(Kb * 1.25) + 1)
         zero = ~positive
         if zero.any():
