@@ -13,3 +13,9 @@ DBLQUAD_RTOL = 1e-9
 ROUNDING_RTOL = 1e-12
 #: Positive semi-definiteness: min eigenvalue >= -PSD_RTOL * max eigenvalue.
 PSD_RTOL = 1e-10
+#: Extreme input scales against the mpmath recursion (ReLU, Erf): the same rounding-level
+#: accuracy as at scale 1.
+SCALE_RTOL = 1e-13
+#: Results in float64's subnormal range: a few units of the smallest subnormal (2^-1074),
+#: from the final roundings into that range.
+SUBNORMAL_ATOL = 8 * 2.0**-1074

@@ -15,6 +15,8 @@ from .errors import (  # noqa: E402
     ArchitectureError,
     IllConditionedWarning,
     InputError,
+    KernelOverflowError,
+    KernelUnderflowWarning,
     ParameterError,
 )
 from .kernel import CompiledKernel, compile  # noqa: E402
@@ -44,6 +46,8 @@ __all__ = [
     "parse_architecture",
     "ArchitectureError",
     "InputError",
+    "KernelOverflowError",
+    "KernelUnderflowWarning",
     "ParameterError",
     "AccuracyWarning",
     "IllConditionedWarning",

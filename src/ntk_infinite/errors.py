@@ -16,8 +16,10 @@ import numpy as np
 __all__ = [
     "ArchitectureError",
     "InputError",
+    "KernelOverflowError",
     "ParameterError",
     "AccuracyWarning",
+    "KernelUnderflowWarning",
     "IllConditionedWarning",
     "check_param",
     "as_input_array",
@@ -37,8 +39,17 @@ class InputError(ValueError):
     """Input data of the wrong shape, dtype or with non-finite values."""
 
 
+class KernelOverflowError(InputError):
+    """Kernel values (or a variance an activation needs) exceed the largest float64, ~1.8e308."""
+
+
 class AccuracyWarning(UserWarning):
     """A numerical route did not reach the requested tolerance."""
+
+
+class KernelUnderflowWarning(AccuracyWarning):
+    """Kernel values fall below float64's normal range (~2.2e-308) and are returned as
+    subnormal numbers or exact zeros."""
 
 
 class IllConditionedWarning(UserWarning):
