@@ -12,7 +12,7 @@ from pathlib import Path
 import mpmath as mp
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 import ntk_infinite as nk
 from ntk_infinite.errors import KernelOverflowError, KernelUnderflowWarning
@@ -71,6 +71,12 @@ def _wanted(get):
 
 @pytest.mark.parametrize("arch", RELU_ARCHS)
 @given(scale=SCALES, symmetric=st.booleans(), get=st.sampled_from(["nngp", "ntk", ("nngp", "ntk")]))
+@example(scale=1e160, symmetric=True, get=("nngp", "ntk"))
+@example(scale=1e160, symmetric=False, get="ntk")
+@example(scale=1e155, symmetric=True, get="nngp")
+@example(scale=1e-155, symmetric=True, get=("nngp", "ntk"))
+@example(scale=1e-160, symmetric=False, get=("nngp", "ntk"))
+@example(scale=2.0**-560, symmetric=True, get="ntk")
 def test_relu_kernel_at_any_scale(arch, scale, symmetric, get):
     """K(sX) and diag(sX) equal the mpmath recursion where representable; beyond float64 they
     raise KernelOverflowError, below its normal range they warn (subnormals or exact zeros)."""
@@ -149,21 +155,25 @@ def test_erf_at_extreme_variances(w_std):
 
 
 @pytest.mark.parametrize("act", ["Erf", "Tanh"])
-@given(j=st.integers(-510, 510))
+@given(j=st.integers(-500, 500))
+@example(j=500)
+@example(j=-500)
+@example(j=300)
 def test_non_homogeneous_activation_exact_rescaling(act, j):
-    """Inputs 2^j·X through Dense(w_std=2^-j) give the variances of X through Dense(1) exactly,
-    so the two kernels agree to rounding, at any j with w_std² in float64 (x·x' overflows for
-    j > 510 and underflows for j < -537 when computed directly)."""
+    """Inputs 2^{2j}·X through Dense(w_std=2^-j) twice give exactly the Σ and Θ of X through
+    Dense(w_std=1) twice (powers of two), so the kernels agree to rounding at any j, although
+    x·x' itself overflows float64 for j > 255 and leaves its normal range for j < -255."""
     X1, X2 = inputs(), inputs(seed=1, n=2)
-    scaled = kernel(f"Dense({2.0**-j!r}, 0.5) > {act} > Dense(1, 0)")
-    plain = kernel(f"Dense(1, 0.5) > {act} > Dense(1, 0)")
+    w = 2.0**-j
+    scaled = kernel(f"Dense({w!r}, 0) > Dense({w!r}, 0.5) > {act} > Dense(1, 0)")
+    plain = kernel(f"Dense(1, 0) > Dense(1, 0.5) > {act} > Dense(1, 0)")
     for other in (None, X2):
-        got = scaled(np.ldexp(X1, j), None if other is None else np.ldexp(other, j))
+        got = scaled(np.ldexp(X1, 2 * j), None if other is None else np.ldexp(other, 2 * j))
         want = plain(X1, other)
         for name in ("nngp", "ntk"):
             assert np.isfinite(getattr(got, name)).all()
             np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=ROUNDING_RTOL, atol=0)
-        np.testing.assert_allclose(scaled.diag(np.ldexp(X1, j)).ntk, plain.diag(X1).ntk, rtol=ROUNDING_RTOL, atol=0)
+    np.testing.assert_allclose(scaled.diag(np.ldexp(X1, 2 * j)).ntk, plain.diag(X1).ntk, rtol=ROUNDING_RTOL, atol=0)
 
 
 @pytest.mark.parametrize("scale", [1e100, 1e160])
