@@ -140,3 +140,9 @@ USER_KINK_RTOL = 1e-8
 #: The kink-aware numerical derivative of a piecewise-smooth callable (order-6 one-sided
 #: differences, step <= 1e-3: truncation ~1e-18, rounding ~30 eps / step ~ 1e-11).
 NUMERICAL_DERIVATIVE_RTOL = 1e-10
+#: Extreme input scales against the mpmath recursion (ReLU, Erf): the same rounding-level
+#: accuracy as at scale 1.
+SCALE_RTOL = 1e-13
+#: Results in float64's subnormal range: a few units of the smallest subnormal (2^-1074),
+#: from the final roundings into that range.
+SUBNORMAL_ATOL = 8 * 2.0**-1074

@@ -22,6 +22,8 @@ from .errors import (  # noqa: E402
     InputError,
     NotPicklableError,
     KeywordOnlyError,
+    KernelOverflowError,
+    KernelUnderflowWarning,
     ParameterError,
 )
 from .kernel import CompiledKernel, compile  # noqa: E402
@@ -51,6 +53,8 @@ __all__ = [
     "parse_architecture",
     "ArchitectureError",
     "InputError",
+    "KernelOverflowError",
+    "KernelUnderflowWarning",
     "ParameterError",
     "NotPicklableError",
     "KeywordOnlyError",

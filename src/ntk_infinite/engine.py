@@ -10,6 +10,16 @@
 
 Peak memory: the requested output arrays, per-point data O(n·L·K), and one tile of
 state per thread.
+
+Extreme scales. Rows whose largest entry lies outside 2^±250 are multiplied by an exact
+power of two before any product (:func:`scale_rows`): the initial correlations are
+scale-free, and the scale goes into the per-point variances only. Those are carried in
+units of 4^e with one integer exponent e per layer: an affine step folds the change of
+units into its (w², b²) (exact, powers of two), homogeneous activations (ReLU & co.) map
+units 4^e to 4^{ne}, other activations get the actual variances. In the usual range e = 0
+throughout and nothing changes. Kernel values beyond float64 raise
+:class:`~ntk_infinite.errors.KernelOverflowError`; values below its normal range come out as
+subnormals or exact zeros with a :class:`~ntk_infinite.errors.KernelUnderflowWarning`.
 """
 
 from __future__ import annotations
@@ -18,6 +28,9 @@ from dataclasses import dataclass
 
 from concurrent.futures import ThreadPoolExecutor
 
+import math
+import warnings
+
 import numba
 import numpy as np
 from scipy.linalg.blas import dsyrk
@@ -25,13 +38,23 @@ from scipy.linalg.blas import dsyrk
 from .codegen import load_module
 from .duals.base import Dual
 from .engine_source import build_engine_source
+from .errors import KernelOverflowError, KernelUnderflowWarning
 
-__all__ = ["Affine", "Program", "PointData", "point_pass", "pair_pass", "DEFAULT_TILE"]
+__all__ = ["Affine", "Program", "PointData", "point_pass", "pair_pass", "scale_rows", "check_range", "DEFAULT_TILE"]
 
 #: Default tile edge: 3 state buffers of 128×128 float64 (384 KiB) stay in L2.
 DEFAULT_TILE = 128
 #: Entry-layers below which the pair pass runs on the calling thread only.
 _MIN_PARALLEL_WORK = 2e5
+#: Rows whose largest |entry| is within 2^±_ROW_SAFE are used as they are (products stay normal).
+_ROW_SAFE = 250
+#: Scaled variances are renormalised when their maximum leaves 2^±_SAFE_LOG2 (divided by the
+#: degree before a homogeneous activation of degree > 1, which raises them to that power).
+_SAFE_LOG2 = 300.0
+_TINY = np.finfo(np.float64).tiny
+#: Largest variance handed to a non-homogeneous dual: their formulas multiply two variances
+#: (e.g. (1 + 2q₁)(1 + 2q₂) for Erf), which must not overflow.
+_MAX_DUAL_VARIANCE = 2.0**500
 
 
 @dataclass(frozen=True)
@@ -75,36 +98,63 @@ class Program:
 
 @dataclass(frozen=True)
 class PointData:
-    """Per-point quantities of one point pass over the stacked inputs."""
+    """Per-point quantities of one point pass over the stacked inputs.
 
-    sqrt_q: np.ndarray  # (L+1, n): √q before the first step and after each step
+    Variances are in units of 4^e (√q in units of 2^e), one exponent e per layer
+    (``exponents``); ``wb`` holds each affine step's (w², b²) in those units. The diagonals
+    are actual values (inf/0 beyond float64's range; see :func:`check_range`).
+    """
+
+    sqrt_q: np.ndarray  # (L+1, n): √q before the first step and after each step, scaled
     nngp_diag: np.ndarray  # (n,)
     ntk_diag: np.ndarray  # (n,)
     point_data: np.ndarray  # (L, K, n) per-point dual data (K may be 0)
     params: np.ndarray  # (L, P) dual parameter vectors
+    exponents: np.ndarray = None  # (L+1,) int: the variances of layer l are in units of 4**exponents[l]
+    wb: np.ndarray = None  # (L, 2): affine (w², b²) in those units (zeros for duals)
+    scaled_diag: np.ndarray = None  # (2, n): NNGP and NTK diagonals in units of 4**exponents[-1]
 
 
-def point_pass(program: Program, q0: np.ndarray, want_data: bool = True) -> PointData:
-    """Run the per-point recursion for input variances ``q0`` (n,)."""
+def point_pass(program: Program, q0: np.ndarray, want_data: bool = True, q0_exp=None) -> PointData:
+    """Run the per-point recursion for input variances ``q0 · 4**q0_exp`` (n,).
+
+    ``q0_exp`` (int array, default 0) lets inputs beyond float64's range in; see the module
+    docstring for the units of the result.
+    """
     n = q0.shape[0]
     L = len(program.steps)
     sqrt_q = np.empty((L + 1, n))
-    sqrt_q[0] = np.sqrt(q0)
-    q = q0.copy()
+    exps = np.zeros(L + 1, dtype=np.int64)
+    wb = np.zeros((L, 2))
+    q, sqrt_q[0], e = _initial_units(q0, q0_exp)
+    exps[0] = e
     td = np.zeros(n)
     data, params = [], []
     for l, step in enumerate(program.steps):
         if isinstance(step, Affine):
-            q = step.w2 * q + step.b2
-            td = step.w2 * td + q
+            nxt = program.steps[l + 1] if l + 1 < L else None
+            w2, b2, e = _affine_units(step, q, e, _units_wanted(nxt), nxt)
+            wb[l] = w2, b2
+            q = w2 * q + b2
+            td = w2 * td + q
             data.append(None)
             params.append(np.zeros(0))
         else:
+            degree = step.homogeneous_degree
+            if degree is None and not q.max(initial=0.0) <= _MAX_DUAL_VARIANCE:
+                raise KernelOverflowError(
+                    f"The variance entering {step.layer!r} exceeds float64's range for its dual: it reaches "
+                    f"{_magnitude(_log2(float(q.max())))}, above {_MAX_DUAL_VARIANCE:.1e} (the dual multiplies two "
+                    "variances, which must stay below ~1.8e308). Rescale the inputs (divide X by a large "
+                    "factor) or the weights (smaller w_std) before it."
+                )
             res = step.point(q)
             q = np.asarray(res.q_out, dtype=np.float64)
             td = res.tdot * td
+            e = e * degree if degree is not None else 0
             data.append(res.data)
             params.append(np.asarray(step.params, dtype=np.float64))
+        exps[l + 1] = e
         sqrt_q[l + 1] = np.sqrt(q)
     K = max([d.shape[0] for d in data if d is not None], default=0) if want_data else 0
     pp = np.zeros((L, K, n))
@@ -116,7 +166,110 @@ def point_pass(program: Program, q0: np.ndarray, want_data: bool = True) -> Poin
     prm = np.zeros((L, max(P, 1)))
     for l, p in enumerate(params):
         prm[l, : p.size] = p
-    return PointData(sqrt_q, q, td, pp, prm)
+    with np.errstate(over="ignore", under="ignore"):
+        nngp_diag, ntk_diag = (np.ldexp(v, 2 * e) if e else v for v in (q, td))
+    return PointData(sqrt_q, nngp_diag, ntk_diag, pp, prm, exps, wb, np.stack([q, td]))
+
+
+def _initial_units(q0, q0_exp):
+    """(q, √q, e): the input variances q0·4^q0_exp in units of 4^e, e the largest exponent."""
+    if q0_exp is None or not np.any(q0_exp):
+        return q0.copy(), np.sqrt(q0), 0
+    e = int(np.max(q0_exp))
+    shift = np.asarray(q0_exp, dtype=np.int64) - e
+    with np.errstate(under="ignore"):
+        return np.ldexp(q0, 2 * shift), np.ldexp(np.sqrt(q0), shift), e
+
+
+def _units_wanted(nxt):
+    """The bound on log2 of the scaled variances an affine step hands to the step ``nxt``
+    (None at the end); 0.0 means actual units (a non-homogeneous activation follows)."""
+    if isinstance(nxt, Dual):
+        degree = nxt.homogeneous_degree
+        return 0.0 if degree is None else _SAFE_LOG2 / max(degree, 1)
+    return _SAFE_LOG2
+
+
+def _affine_units(step, q, e, bound, nxt):
+    """(w², b², e') of an affine step on variances in units of 4^e, output in units of 4^{e'}.
+
+    e' = e while the largest output variance stays within 2^±bound (always in the usual
+    range: then w², b² are the layer's own), else the nearest power of 4 to it; e' = 0 for
+    ``bound == 0``. The changes of units are exact (powers of two).
+    """
+    w2, b2 = step.w2, step.b2
+    m = float(q.max()) if q.size else 0.0
+    if bound == 0.0:
+        e_new = 0
+    else:
+        top = w2 * m + _ldexp(b2, -2 * e)  # w2 * m is finite: w2 is a finite float, m <= 2^bound
+        if top == 0.0 or (math.isfinite(top) and -bound <= math.log2(top) <= bound):
+            e_new = e
+        else:
+            log_top = np.logaddexp2(_log2(w2) + _log2(m), _log2(b2) - 2 * e)
+            e_new = e + (int(math.floor(log_top / 2)) if math.isfinite(log_top) else 0)
+    w2_new = _ldexp(w2, 2 * (e - e_new))
+    if math.isinf(w2_new) and m > 0.0:
+        raise KernelOverflowError(
+            f"The variance entering {getattr(nxt, 'layer', nxt)!r} exceeds float64 (largest ~1.8e308): "
+            f"{_magnitude(_log2(w2) + _log2(m) + 2 * e)}; this activation needs the actual variances. Rescale "
+            "the inputs (divide X by a large factor) or the weights (smaller w_std) before it."
+        )
+    return min(w2_new, np.finfo(np.float64).max), _ldexp(b2, -2 * e_new), e_new
+
+
+def _ldexp(x, k):
+    """x·2^k for a float x >= 0 and any integer k (inf or 0 beyond float64's range)."""
+    if x == 0.0:
+        return 0.0
+    mant, ex = math.frexp(x)
+    k += ex
+    if k > 1024:
+        return math.inf
+    return math.ldexp(mant, max(k, -1100))
+
+
+def _log2(x):
+    return math.log2(x) if x > 0 else -math.inf
+
+
+def _magnitude(log2_value):
+    """'about 1e+NNN' for the value 2^log2_value."""
+    if not math.isfinite(log2_value):
+        return "beyond 1e+308"
+    return f"about 1e{log2_value * math.log10(2):+.0f}"
+
+
+def check_range(pts: PointData, want_nngp: bool, want_ntk: bool, stacklevel: int = 3) -> None:
+    """Raise :class:`KernelOverflowError` when a requested kernel exceeds float64, warn with
+    :class:`KernelUnderflowWarning` when it falls below float64's normal range.
+
+    Both kernels are positive semi-definite, so by Cauchy–Schwarz every entry is bounded by
+    the largest diagonal value: the diagonals decide.
+    """
+    e = int(pts.exponents[-1])
+    checks = [(name, pts.scaled_diag[i], actual)
+              for i, (name, actual, want) in enumerate((("NNGP", pts.nngp_diag, want_nngp), ("NTK", pts.ntk_diag, want_ntk)))
+              if want and actual.size]
+    for name, scaled, actual in checks:
+        if not np.isfinite(actual).all():
+            top = float(np.max(scaled)) if np.isfinite(scaled).all() else math.inf
+            raise KernelOverflowError(
+                f"The {name} kernel values exceed float64 (largest ~1.8e308): its diagonal reaches "
+                f"{_magnitude(_log2(top) + 2 * e)}. Rescale the inputs (divide X by a large factor) or the weights "
+                "(smaller w_std)."
+            )
+    for name, scaled, actual in checks:
+        small = (actual < _TINY) & (scaled > 0.0)
+        if small.any():
+            warnings.warn(
+                f"{int(small.sum())} {name} diagonal value(s) fall below float64's normal range (2.2e-308), "
+                f"down to {_magnitude(_log2(float(scaled[small].min())) + 2 * e)}: they and the kernel values of their "
+                "pairs are returned as subnormal numbers (reduced precision) or exact zeros. Rescale the "
+                "inputs or the weights (larger w_std) to keep all digits.",
+                KernelUnderflowWarning,
+                stacklevel=stacklevel,
+            )
 
 
 def _tiles(n1: int, n2: int, tile: int, symmetric: bool) -> np.ndarray:
@@ -129,6 +282,29 @@ def _tiles(n1: int, n2: int, tile: int, symmetric: bool) -> np.ndarray:
         ii, jj = ii[keep], jj[keep]
     # Larger-work tiles first would help balance; tiles are equal-sized except at edges.
     return np.ascontiguousarray(np.stack([ii, jj], axis=1).astype(np.int64))
+
+
+def scale_rows(X: np.ndarray):
+    """(X̃, k) with X̃ᵢ = Xᵢ·2^{−kᵢ} exactly, so every product of entries of X̃ stays in float64's
+    normal range; kᵢ = 0 (and X̃ is X itself) for rows whose largest |entry| is within 2^±250.
+
+    Σ⁰ and the correlations then come from X̃ (scale-free), and ``4**k`` goes with the
+    variances (:func:`point_pass`'s ``q0_exp``).
+    """
+    if X.size == 0:
+        return X, np.zeros(X.shape[0], dtype=np.int64)
+    _, ex = np.frexp(np.max(np.abs(X), axis=1))  # |x|max = m·2^ex, m in [0.5, 1); 0 for a zero row
+    k = np.where(np.abs(ex) > _ROW_SAFE, ex, 0).astype(np.int64)
+    if not k.any():
+        return X, k
+    with np.errstate(under="ignore"):
+        return np.ldexp(X, -k[:, None]), k
+
+
+def input_variances(X: np.ndarray):
+    """(X̃, q̃⁰, k): rows scaled by :func:`scale_rows` and their variances |x̃|²/d; q⁰ = q̃⁰·4^k."""
+    Xs, k = scale_rows(X)
+    return Xs, np.einsum("ij,ij->i", Xs, Xs) / X.shape[1], k
 
 
 def _inverse_norms(X: np.ndarray) -> np.ndarray:
@@ -148,11 +324,13 @@ def pair_pass(
 ):
     """Evaluate the Gram matrices. Returns (nngp or None, ntk or None, point data)."""
     symmetric = X2 is None
-    Xb = X1 if symmetric else X2
+    X1, q1, k1 = input_variances(X1)
+    Xb, qb, kb = (X1, q1, k1) if symmetric else input_variances(X2)
     n1, n2, d = X1.shape[0], Xb.shape[0], X1.shape[1]
-    q1 = np.einsum("ij,ij->i", X1, X1) / d
-    q0 = q1 if symmetric else np.concatenate([q1, np.einsum("ij,ij->i", Xb, Xb) / d])
-    pts = point_pass(program, q0)
+    q0 = q1 if symmetric else np.concatenate([q1, qb])
+    k0 = k1 if symmetric else np.concatenate([k1, kb])
+    pts = point_pass(program, q0, q0_exp=k0)
+    check_range(pts, want_nngp, want_ntk, stacklevel=4)
     out_s = np.empty((n1, n2)) if want_nngp else None
     out_t = np.empty((n1, n2)) if want_ntk else None
     if n1 == 0 or n2 == 0:
@@ -162,6 +340,13 @@ def pair_pass(
         dsyrk(1.0 / d, X1, c=src.T, overwrite_c=1, lower=0)  # lower triangle of src (C order)
     else:
         np.matmul(X1 * (1.0 / d), Xb.T, out=src)
+    # Per-row √q of the scaled rows normalise Σ⁰ (the same as sqrt_q[0] in the usual range).
+    e_out = int(pts.exponents[-1])
+    sq_in = pts.sqrt_q[0] if not k0.any() else np.sqrt(q0)
+    # The output in actual units: √q per point (normal even where q is not) and 2^e for Θ.
+    with np.errstate(over="ignore", under="ignore"):
+        sq_out = pts.sqrt_q[-1] if e_out == 0 else np.ldexp(pts.sqrt_q[-1], e_out)
+    t_scale = math.ldexp(1.0, max(min(e_out, 1023), -1100))
     SQ1, SQ2 = pts.sqrt_q[:, :n1], pts.sqrt_q[:, n1:] if not symmetric else pts.sqrt_q
     PP1 = pts.point_data[:, :, :n1]
     PP2 = pts.point_data[:, :, n1:] if not symmetric else pts.point_data
@@ -171,7 +356,10 @@ def pair_pass(
     tiles = _tiles(n1, n2, tile, symmetric)
     engine = program.engine
     args_before = (src, out_s if want_nngp else dummy, out_t if want_ntk else dummy, X1, Xb, inv1, inv2,
-                   np.ascontiguousarray(SQ1), np.ascontiguousarray(SQ2), program.ops, program.wb,
+                   np.ascontiguousarray(sq_in[:n1]), np.ascontiguousarray(sq_in[n1:] if not symmetric else sq_in),
+                   np.ascontiguousarray(SQ1), np.ascontiguousarray(SQ2),
+                   np.ascontiguousarray(sq_out[:n1]), np.ascontiguousarray(sq_out[n1:] if not symmetric else sq_out),
+                   t_scale, program.ops, pts.wb,
                    np.ascontiguousarray(PP1), np.ascontiguousarray(PP2), pts.params)
 
     def run(chunk):

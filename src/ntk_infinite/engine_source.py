@@ -2,7 +2,7 @@
 
 The generated ``pair_tiles`` runs, for a list of tiles, the whole recursion of every
 entry of a tile: initial normalised state from Σ⁰ (already in the output
-buffer, from one BLAS product), then each layer in turn over the tile (the layer switch
+buffer, from one BLAS product of the row-scaled inputs, normalised by their own √q, ``SQ0*``), then each layer in turn over the tile (the layer switch
 sits outside the entry loops so those loops are branch-free and vectorise), then writes
 Σ and Θ in place, mirroring off-diagonal tiles in the symmetric case. It releases the GIL
 (``nogil=True``); :mod:`ntk_infinite.engine` runs chunks of tiles on a thread pool. (A
@@ -10,7 +10,10 @@ sits outside the entry loops so those loops are branch-free and vectorise), then
 compilation of every new engine, which each new combination of activations needs.)
 
 Pair state per entry: ρ = Σ/√(q₁q₂), sn2 = sin²θ = 1 − ρ² (carried without cancellation),
-and Θ. Per point: √q before and after every layer.
+and Θ. Per point: √q before and after every layer. Variances and Θ are in units of a power
+of 4 per layer (:mod:`ntk_infinite.engine`, "Extreme scales"; ``wb`` holds the affine
+parameters in those units); the final store multiplies by the actual √q (``SQF*``) and by
+``t_scale² = 4^e`` (skipped when 1).
 """
 
 from __future__ import annotations
@@ -129,8 +132,8 @@ def store_tile(out, values, i0, j0, symmetric):
 _PAIR_PASS = '''
 
 @nb.njit(nogil=True, **JIT_OPTIONS)
-def pair_tiles(src, out_s, out_t, X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, PP1, PP2, PRM, tiles, tile,
-               want_nngp, want_ntk, symmetric):
+def pair_tiles(src, out_s, out_t, X1, X2, inv1, inv2, SQ01, SQ02, SQ1, SQ2, SQF1, SQF2, t_scale, ops, wb,
+               PP1, PP2, PRM, tiles, tile, want_nngp, want_ntk, symmetric):
     n1 = src.shape[0]
     n2 = src.shape[1]
     L = ops.shape[0]
@@ -142,7 +145,7 @@ def pair_tiles(src, out_s, out_t, X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, PP1, PP
         rho = np.empty((bi, bj))
         sn2 = np.empty((bi, bj))
         t = np.empty((bi, bj) if want_ntk else (1, 1))
-        init_tile(rho, sn2, t, src, i0, j0, X1, X2, inv1, inv2, SQ1[0], SQ2[0], symmetric, want_ntk)
+        init_tile(rho, sn2, t, src, i0, j0, X1, X2, inv1, inv2, SQ01, SQ02, symmetric, want_ntk)
         for l in range(L):
             op = ops[l]
             if op == 0:
@@ -150,14 +153,19 @@ def pair_tiles(src, out_s, out_t, X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, PP1, PP
                             want_ntk)
 __DISPATCH__
         if want_nngp:
-            sqb_last = SQ2[L, j0:j0 + bj]
+            sqb_last = SQF2[j0:j0 + bj]
             for a in range(bi):
-                sa = SQ1[L, i0 + a]
+                sa = SQF1[i0 + a]
                 rr = rho[a]
                 for b in range(bj):
                     rr[b] = rr[b] * (sa * sqb_last[b])
             store_tile(out_s, rho, i0, j0, symmetric)
         if want_ntk:
+            if t_scale != 1.0:  # extreme scales only: Theta from units of 4^e (two steps: 4^e may overflow)
+                for a in range(bi):
+                    tt = t[a]
+                    for b in range(bj):
+                        tt[b] = (tt[b] * t_scale) * t_scale
             store_tile(out_t, t, i0, j0, symmetric)
 '''
 

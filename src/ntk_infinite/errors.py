@@ -17,11 +17,13 @@ import numpy as np
 __all__ = [
     "ArchitectureError",
     "InputError",
+    "KernelOverflowError",
     "ParameterError",
     "NotPicklableError",
     "KeywordOnlyError",
     "ActivationError",
     "AccuracyWarning",
+    "KernelUnderflowWarning",
     "IllConditionedWarning",
     "check_param",
     "as_input_array",
@@ -58,8 +60,17 @@ class ActivationError(ValueError):
     elementwise, or not square-integrable under the Gaussian of its input variance."""
 
 
+class KernelOverflowError(InputError):
+    """Kernel values (or a variance an activation needs) exceed the largest float64, ~1.8e308."""
+
+
 class AccuracyWarning(UserWarning):
     """A numerical route did not reach the requested tolerance."""
+
+
+class KernelUnderflowWarning(AccuracyWarning):
+    """Kernel values fall below float64's normal range (~2.2e-308) and are returned as
+    subnormal numbers or exact zeros."""
 
 
 class IllConditionedWarning(UserWarning):

@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 
 from .duals import resolve_dual
-from .engine import DEFAULT_TILE, Affine, Program, pair_pass, point_pass
-from .errors import ArchitectureError, InputError, NotPicklableError, as_input_array, check_param
+from .engine import DEFAULT_TILE, Affine, Program, check_range, input_variances, pair_pass, point_pass
+from .errors import ArchitectureError, InputError, NotPicklableError, ParameterError, as_input_array, check_param
 from .layers import ActivationLayer, Architecture, Dense, Identity, Layer, serial
 from .results import KernelDiag, Kernels, parse_get
 from .textform import parse_architecture
@@ -46,12 +46,23 @@ def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - th
     steps = []
     for layer in arch:
         if isinstance(layer, Dense):
-            steps.append(Affine(layer.w_std**2, layer.b_std**2))
+            steps.append(Affine(_square(layer, "w_std"), _square(layer, "b_std")))
         elif isinstance(layer, Identity):
             continue
         else:
             steps.append(resolve_dual(layer, tol))
     return CompiledKernel(arch, Program(steps), tol)
+
+
+def _square(layer, name: str) -> float:
+    """The variance σ² of a Dense parameter σ, or a ParameterError when it overflows float64."""
+    value = float(getattr(layer, name))
+    if abs(value) > 1.3407807929942596e154:  # sqrt(largest float64): the square would be inf
+        raise ParameterError(
+            f"The {name!r} parameter of {layer!r} is {value!r}; its square, the variance the kernel "
+            "uses, exceeds float64 (largest ~1.8e308). Use a value below 1.3e154 (rescale the inputs instead)."
+        )
+    return value * value
 
 
 def as_architecture(arch, owner: str = "compile()") -> Architecture:
@@ -186,11 +197,17 @@ class CompiledKernel:
         return kernel_latex(self)
 
     def diag(self, X, *, get=("nngp", "ntk")) -> KernelDiag:
-        """Diagonals Σ(x, x) and Θ(x, x) for each row of X, in O(n·L)."""
+        """Diagonals Σ(x, x) and Θ(x, x) for each row of X, in O(n·L).
+
+        Raises :class:`~ntk_infinite.errors.KernelOverflowError` when a requested diagonal
+        exceeds float64 and warns (:class:`~ntk_infinite.errors.KernelUnderflowWarning`) when
+        it falls below float64's normal range, like ``__call__``.
+        """
         want_nngp, want_ntk = parse_get(get)
         X = as_input_array(X, "X")
-        q0 = np.einsum("ij,ij->i", X, X) / X.shape[1]
-        pts = point_pass(self.program, q0, want_data=False)
+        _, q0, k = input_variances(X)
+        pts = point_pass(self.program, q0, want_data=False, q0_exp=k)
+        check_range(pts, want_nngp, want_ntk)
         return KernelDiag(nngp=pts.nngp_diag if want_nngp else None, ntk=pts.ntk_diag if want_ntk else None)
 
 

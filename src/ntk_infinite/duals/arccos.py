@@ -251,6 +251,7 @@ class ArcCosineDual(Dual):
         self.a_neg, self.b_pos, self.S = a_neg, b_pos, S
         self.gamma = 2.0 * a_neg * b_pos / S
         self.key = f"arccos{n}"
+        self.homogeneous_degree = n
         self.layer = layer
         self._J0 = math.pi * float(arc_cosine_parts(n)[0].subs(_C, 1))
         self._J0m = math.pi * float(arc_cosine_parts(n - 1)[0].subs(_C, 1)) if n >= 1 else 0.0

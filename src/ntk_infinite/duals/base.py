@@ -66,6 +66,10 @@ class Dual(abc.ABC):
     error_estimate: float = 0.0
     #: Human-readable name of the route ("closed form", "Hermite series", ...).
     route: str = ""
+    #: n when φ(λx) = λⁿφ(x) for λ > 0 (then T and Ṫ are homogeneous of degrees n and n − 1
+    #: in the variances, and the engine may pass variances in units of a power of 4, see
+    #: :func:`ntk_infinite.engine.point_pass`); None when the dual needs the actual variances.
+    homogeneous_degree: int | None = None
 
     @abc.abstractmethod
     def point(self, q: np.ndarray) -> PointResult:
