@@ -39,7 +39,7 @@ def test_activation_equality_by_callable():
 @pytest.mark.parametrize(
     "kwargs, pattern",
     [
-        ({"w_std": -1.0}, r"The 'w_std' parameter of Dense must be a float in the range \[0, 1e\+150\]\. Got -1\.0 instead"),
+        ({"w_std": -1.0}, r"The 'w_std' parameter of Dense must be a float in the range \[0, 1e\+154\]\. Got -1\.0 instead"),
         ({"w_std": float("nan")}, r"'w_std' parameter of Dense .* Got nan instead"),
         ({"b_std": -0.5}, r"'b_std' parameter of Dense .* Got -0\.5 instead"),
         ({"b_std": float("inf")}, r"'b_std' parameter of Dense .* Got inf instead"),
@@ -80,9 +80,9 @@ def test_dense_keyword_construction_is_unchanged():
 @pytest.mark.parametrize(
     "kwargs, pattern",
     [
-        ({"w_std": 1e300}, r"The 'w_std' parameter of Dense must be a float in the range \[0, 1e\+150\]\. Got 1e\+300 instead"),
-        ({"b_std": 1e151}, r"The 'b_std' parameter of Dense must be a float in the range \[0, 1e\+150\]\. Got 1e\+151 instead"),
-        ({"w_std": 10**400}, r"The 'w_std' parameter of Dense must be a float in the range \[0, 1e\+150\]\. Got 10+\.\.\.\(401 characters\) instead"),
+        ({"w_std": 1e300}, r"The 'w_std' parameter of Dense must be a float in the range \[0, 1e\+154\]\. Got 1e\+300 instead"),
+        ({"b_std": 1e155}, r"The 'b_std' parameter of Dense must be a float in the range \[0, 1e\+154\]\. Got 1e\+155 instead"),
+        ({"w_std": 10**400}, r"The 'w_std' parameter of Dense must be a float in the range \[0, 1e\+154\]\. Got 10+\.\.\.\(401 characters\) instead"),
     ],
 )
 def test_dense_std_is_bounded_so_its_square_is_finite(kwargs, pattern):

@@ -8,7 +8,7 @@ import numpy as np
 
 from .duals import resolve_dual
 from .engine import DEFAULT_TILE, Affine, Program, check_range, input_variances, pair_pass, point_pass
-from .errors import ArchitectureError, InputError, NotPicklableError, ParameterError, as_input_array, check_param
+from .errors import ArchitectureError, InputError, NotPicklableError, as_input_array, check_param
 from .layers import ActivationLayer, Architecture, Dense, Identity, Layer, serial
 from .results import KernelDiag, Kernels, parse_get
 from .textform import parse_architecture
@@ -46,23 +46,12 @@ def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - th
     steps = []
     for layer in arch:
         if isinstance(layer, Dense):
-            steps.append(Affine(_square(layer, "w_std"), _square(layer, "b_std")))
+            steps.append(Affine(layer.w_std**2, layer.b_std**2))  # finite: Dense bounds both by MAX_STD
         elif isinstance(layer, Identity):
             continue
         else:
             steps.append(resolve_dual(layer, tol))
     return CompiledKernel(arch, Program(steps), tol)
-
-
-def _square(layer, name: str) -> float:
-    """The variance σ² of a Dense parameter σ, or a ParameterError when it overflows float64."""
-    value = float(getattr(layer, name))
-    if abs(value) > 1.3407807929942596e154:  # sqrt(largest float64): the square would be inf
-        raise ParameterError(
-            f"The {name!r} parameter of {layer!r} is {value!r}; its square, the variance the kernel "
-            "uses, exceeds float64 (largest ~1.8e308). Use a value below 1.3e154 (rescale the inputs instead)."
-        )
-    return value * value
 
 
 def as_architecture(arch, owner: str = "compile()") -> Architecture:

@@ -43,8 +43,8 @@ __all__ = [
 MAX_LAYERS = 10_000
 
 #: Largest ``w_std``/``b_std`` of a Dense layer: their squares enter the recursion and must be
-#: finite floats (1e150² = 1e300 < 1.8e308).
-MAX_STD = 1e150
+#: finite floats (1e154² = 1e308 < 1.8e308, the largest float64).
+MAX_STD = 1e154
 
 #: Lower-cased layer name -> layer class; the text form looks names up here.
 LAYER_REGISTRY: dict[str, type] = {}
