@@ -77,7 +77,8 @@ def check_contract(arch, X, seed):
         k_rot = kernel(X @ Q)
     # Exact routes agree to rounding; numerical ones (series, quadrature) within their
     # reported accuracy, e.g. a 2-D rule that is not symmetric in its two points.
-    rtol = max(ROUNDING_RTOL, 10 * kernel.error_estimate)
+    worst = max(r.error_estimate for r in (k, k_xx, d, *k_tiles, k_perm, k_rot))
+    rtol = max(ROUNDING_RTOL, 10 * worst)
     for name in ("nngp", "ntk"):
         K = getattr(k, name)
         assert np.isfinite(K).all(), f"{name} has non-finite entries"

@@ -10,13 +10,18 @@
 
 Peak memory: the requested output arrays, per-point data O(n·L·K), and one tile of
 state per thread.
+
+Thread safety: a :class:`Program` is immutable once its engine is built (the build is
+locked, so it happens once even when several threads call first), and both passes keep
+every per-call quantity (truncations, parameter vectors, error estimates) in their own
+:class:`PointData`, so one program may be evaluated from several threads at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -56,21 +61,40 @@ class Program:
         self.ops = np.array([0 if isinstance(s, Affine) else self._codes[s.key] for s in self.steps], dtype=np.int64)
         self.wb = np.array([[s.w2, s.b2] if isinstance(s, Affine) else [0.0, 0.0] for s in self.steps], dtype=np.float64)
         self._module = None
+        self._build_lock = threading.Lock()
 
     @property
     def engine(self):
-        """The generated, jitted pair pass (built on first use; cached on disk)."""
-        if self._module is None:
-            sources = []
-            seen = set()
-            for dual in self.duals:
-                if dual.key in seen:
-                    continue
-                seen.add(dual.key)
-                fname = f"tile_{dual.key}".replace("-", "_")
-                sources.append((self._codes[dual.key], fname, dual.tile_source(fname)))
-            self._module = load_module(build_engine_source(sources), prefix="engine")
-        return self._module.pair_tiles
+        """The generated, jitted pair pass (built once on first use, thread-safe; cached on disk)."""
+        module = self._module
+        if module is not None:
+            return module.pair_tiles
+        with self._build_lock:
+            if self._module is None:
+                self._module = self._build()
+            return self._module.pair_tiles
+
+    def __getstate__(self):
+        # The lock and the imported module cannot be pickled or copied; a copy rebuilds them.
+        state = self.__dict__.copy()
+        state["_module"] = None
+        del state["_build_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._build_lock = threading.Lock()
+
+    def _build(self):
+        sources = []
+        seen = set()
+        for dual in self.duals:
+            if dual.key in seen:
+                continue
+            seen.add(dual.key)
+            fname = f"tile_{dual.key}".replace("-", "_")
+            sources.append((self._codes[dual.key], fname, dual.tile_source(fname)))
+        return load_module(build_engine_source(sources), prefix="engine")
 
 
 @dataclass(frozen=True)
@@ -81,7 +105,9 @@ class PointData:
     nngp_diag: np.ndarray  # (n,)
     ntk_diag: np.ndarray  # (n,)
     point_data: np.ndarray  # (L, K, n) per-point dual data (K may be 0)
-    params: np.ndarray  # (L, P) dual parameter vectors
+    params: np.ndarray  # (L, P) dual parameter vectors of this pass
+    error_estimate: float = 0.0  # largest relative error estimate of the duals in this pass
+    terms: tuple = ()  # (L,) per step: the series truncation (Ka, Kb) of this pass, or None
 
 
 def point_pass(program: Program, q0: np.ndarray, want_data: bool = True) -> PointData:
@@ -92,19 +118,25 @@ def point_pass(program: Program, q0: np.ndarray, want_data: bool = True) -> Poin
     sqrt_q[0] = np.sqrt(q0)
     q = q0.copy()
     td = np.zeros(n)
-    data, params = [], []
+    data, params, terms = [], [], []
+    err = 0.0
     for l, step in enumerate(program.steps):
         if isinstance(step, Affine):
             q = step.w2 * q + step.b2
             td = step.w2 * td + q
             data.append(None)
             params.append(np.zeros(0))
+            terms.append(None)
         else:
+            # Everything that depends on this call comes from the result, never from the
+            # (shared) dual: another thread may be evaluating it at other variances.
             res = step.point(q)
             q = np.asarray(res.q_out, dtype=np.float64)
             td = res.tdot * td
             data.append(res.data)
-            params.append(np.asarray(step.params, dtype=np.float64))
+            params.append(np.asarray(step.params if res.params is None else res.params, dtype=np.float64))
+            terms.append(res.terms)
+            err = max(err, float(res.error_estimate))
         sqrt_q[l + 1] = np.sqrt(q)
     K = max([d.shape[0] for d in data if d is not None], default=0) if want_data else 0
     pp = np.zeros((L, K, n))
@@ -116,7 +148,7 @@ def point_pass(program: Program, q0: np.ndarray, want_data: bool = True) -> Poin
     prm = np.zeros((L, max(P, 1)))
     for l, p in enumerate(params):
         prm[l, : p.size] = p
-    return PointData(sqrt_q, q, td, pp, prm)
+    return PointData(sqrt_q, q, td, pp, prm, err, tuple(terms))
 
 
 def _tiles(n1: int, n2: int, tile: int, symmetric: bool) -> np.ndarray:
