@@ -18,6 +18,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -83,23 +84,36 @@ def cached_text(key: str, producer) -> str:
 
 
 _LOADED: dict[str, object] = {}
+#: Serialises writing, registering and executing generated modules: two threads asking for
+#: the same source get the same, fully executed module (never a half-executed one from
+#: ``sys.modules``, never two copies).
+_LOAD_LOCK = threading.RLock()
 
 
 def load_module(source: str, prefix: str = "gen"):
-    """Write ``source`` to the cache (named by its hash) and import it as a module."""
+    """Write ``source`` to the cache (named by its hash) and import it as a module (once per
+    process; safe to call from several threads at once)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     name = f"_ntk_infinite_{prefix}_{digest}"
-    if name in _LOADED:
-        return _LOADED[name]
-    path = cache_dir() / f"{name}.py"
-    if not path.exists() or path.read_text() != source:
-        _atomic_write(path, source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    _LOADED[name] = module
-    return module
+    module = _LOADED.get(name)
+    if module is not None:
+        return module
+    with _LOAD_LOCK:
+        if name in _LOADED:
+            return _LOADED[name]
+        path = cache_dir() / f"{name}.py"
+        if not path.exists() or path.read_text() != source:
+            _atomic_write(path, source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        _LOADED[name] = module
+        return module
 
 
 def emit_assignments(outputs, indent: str = "", prefix: str = "_x") -> list[str]:

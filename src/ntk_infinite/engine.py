@@ -20,13 +20,18 @@ units 4^e to 4^{ne}, other activations get the actual variances. In the usual ra
 throughout and nothing changes. Kernel values beyond float64 raise
 :class:`~ntk_infinite.errors.KernelOverflowError`; values below its normal range come out as
 subnormals or exact zeros with a :class:`~ntk_infinite.errors.KernelUnderflowWarning`.
+
+Thread safety: a :class:`Program` is immutable once its engine is built (the build is
+locked, so it happens once even when several threads call first), and both passes keep
+every per-call quantity (truncations, parameter vectors, error estimates) in their own
+:class:`PointData`, so one program may be evaluated from several threads at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import math
 import warnings
@@ -79,21 +84,40 @@ class Program:
         self.ops = np.array([0 if isinstance(s, Affine) else self._codes[s.key] for s in self.steps], dtype=np.int64)
         self.wb = np.array([[s.w2, s.b2] if isinstance(s, Affine) else [0.0, 0.0] for s in self.steps], dtype=np.float64)
         self._module = None
+        self._build_lock = threading.Lock()
 
     @property
     def engine(self):
-        """The generated, jitted pair pass (built on first use; cached on disk)."""
-        if self._module is None:
-            sources = []
-            seen = set()
-            for dual in self.duals:
-                if dual.key in seen:
-                    continue
-                seen.add(dual.key)
-                fname = f"tile_{dual.key}".replace("-", "_")
-                sources.append((self._codes[dual.key], fname, dual.tile_source(fname)))
-            self._module = load_module(build_engine_source(sources), prefix="engine")
-        return self._module.pair_tiles
+        """The generated, jitted pair pass (built once on first use, thread-safe; cached on disk)."""
+        module = self._module
+        if module is not None:
+            return module.pair_tiles
+        with self._build_lock:
+            if self._module is None:
+                self._module = self._build()
+            return self._module.pair_tiles
+
+    def __getstate__(self):
+        # The lock and the imported module cannot be pickled or copied; a copy rebuilds them.
+        state = self.__dict__.copy()
+        state["_module"] = None
+        del state["_build_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._build_lock = threading.Lock()
+
+    def _build(self):
+        sources = []
+        seen = set()
+        for dual in self.duals:
+            if dual.key in seen:
+                continue
+            seen.add(dual.key)
+            fname = f"tile_{dual.key}".replace("-", "_")
+            sources.append((self._codes[dual.key], fname, dual.tile_source(fname)))
+        return load_module(build_engine_source(sources), prefix="engine")
 
 
 @dataclass(frozen=True)
@@ -109,10 +133,12 @@ class PointData:
     nngp_diag: np.ndarray  # (n,)
     ntk_diag: np.ndarray  # (n,)
     point_data: np.ndarray  # (L, K, n) per-point dual data (K may be 0)
-    params: np.ndarray  # (L, P) dual parameter vectors
+    params: np.ndarray  # (L, P) dual parameter vectors of this pass
     exponents: np.ndarray = None  # (L+1,) int: the variances of layer l are in units of 4**exponents[l]
     wb: np.ndarray = None  # (L, 2): affine (w², b²) in those units (zeros for duals)
     scaled_diag: np.ndarray = None  # (2, n): NNGP and NTK diagonals in units of 4**exponents[-1]
+    error_estimate: float = 0.0  # largest relative error estimate of the duals in this pass
+    terms: tuple = ()  # (L,) per step: the series truncation (Ka, Kb) of this pass, or None
 
 
 def point_pass(program: Program, q0: np.ndarray, want_data: bool = True, q0_exp=None) -> PointData:
@@ -129,7 +155,8 @@ def point_pass(program: Program, q0: np.ndarray, want_data: bool = True, q0_exp=
     q, sqrt_q[0], e = _initial_units(q0, q0_exp)
     exps[0] = e
     td = np.zeros(n)
-    data, params = [], []
+    data, params, terms = [], [], []
+    err = 0.0
     for l, step in enumerate(program.steps):
         if isinstance(step, Affine):
             nxt = program.steps[l + 1] if l + 1 < L else None
@@ -139,7 +166,10 @@ def point_pass(program: Program, q0: np.ndarray, want_data: bool = True, q0_exp=
             td = w2 * td + q
             data.append(None)
             params.append(np.zeros(0))
+            terms.append(None)
         else:
+            # Everything that depends on this call comes from the result, never from the
+            # (shared) dual: another thread may be evaluating it at other variances.
             degree = step.homogeneous_degree
             if degree is None and not q.max(initial=0.0) <= _MAX_DUAL_VARIANCE:
                 raise KernelOverflowError(
@@ -153,7 +183,9 @@ def point_pass(program: Program, q0: np.ndarray, want_data: bool = True, q0_exp=
             td = res.tdot * td
             e = e * degree if degree is not None else 0
             data.append(res.data)
-            params.append(np.asarray(step.params, dtype=np.float64))
+            params.append(np.asarray(step.params if res.params is None else res.params, dtype=np.float64))
+            terms.append(res.terms)
+            err = max(err, float(res.error_estimate))
         exps[l + 1] = e
         sqrt_q[l + 1] = np.sqrt(q)
     K = max([d.shape[0] for d in data if d is not None], default=0) if want_data else 0
@@ -168,7 +200,7 @@ def point_pass(program: Program, q0: np.ndarray, want_data: bool = True, q0_exp=
         prm[l, : p.size] = p
     with np.errstate(over="ignore", under="ignore"):
         nngp_diag, ntk_diag = (np.ldexp(v, 2 * e) if e else v for v in (q, td))
-    return PointData(sqrt_q, nngp_diag, ntk_diag, pp, prm, exps, wb, np.stack([q, td]))
+    return PointData(sqrt_q, nngp_diag, ntk_diag, pp, prm, exps, wb, np.stack([q, td]), err, tuple(terms))
 
 
 def _initial_units(q0, q0_exp):

@@ -103,6 +103,21 @@ class CompiledKernel:
     program : Program
         The resolved steps (``Affine`` and duals).
     tol : float
+
+    Notes
+    -----
+    **Threads.** A compiled kernel is immutable and may be called from several threads at
+    once (``__call__`` and :meth:`diag`): each call keeps its per-call quantities (series
+    truncations, quadrature tables, the error estimate returned as
+    ``Kernels.error_estimate``) in its own data, never in the kernel or its duals, and the
+    generated code is built once, under a lock, by whichever call comes first. Concurrent
+    calls give results identical to serial ones.
+
+    Each call also runs its pair pass on ``numba.get_num_threads()`` worker threads (large
+    problems only). Set that number with ``numba.set_num_threads(k)`` (per calling thread)
+    or the ``NUMBA_NUM_THREADS`` environment variable (before numba is imported); when you
+    run several calls in parallel yourself, lower it so that calls × threads does not
+    exceed the cores.
     """
 
     def __init__(self, architecture: Architecture, program: Program, tol: float):
@@ -119,11 +134,6 @@ class CompiledKernel:
 
     def __repr__(self):
         return f"CompiledKernel({self.architecture.to_text() if _textual(self.architecture) else self.architecture!r})"
-
-    @property
-    def error_estimate(self) -> float:
-        """Largest relative error estimate reported by the numerical duals so far."""
-        return max([d.error_estimate for d in self.program.duals], default=0.0)
 
     def __call__(self, X1, X2=None, *, get=("nngp", "ntk"), tile: int = DEFAULT_TILE, progress=None) -> Kernels:
         r"""NNGP and NTK Gram matrices.
@@ -150,7 +160,9 @@ class CompiledKernel:
         Returns
         -------
         Kernels
-            ``.nngp`` and ``.ntk``, each (n1, n2) float64, or None when not requested.
+            ``.nngp`` and ``.ntk``, each (n1, n2) float64, or None when not requested, and
+            ``.error_estimate``, the largest relative error estimate of this call's numerical
+            duals (0.0 for exact routes).
         """
         want_nngp, want_ntk = parse_get(get)
         X1 = as_input_array(X1, "X1")
@@ -168,10 +180,10 @@ class CompiledKernel:
             total["done"] += k
             progress(total["done"], n)
 
-        nngp, ntk, _ = pair_pass(
+        nngp, ntk, pts = pair_pass(
             self.program, X1, X2, want_nngp, want_ntk, tile=tile, progress=report if progress else None
         )
-        return Kernels(nngp=nngp, ntk=ntk)
+        return Kernels(nngp=nngp, ntk=ntk, error_estimate=pts.error_estimate)
 
     def formula(self):
         """The recursion layer by layer as sympy expressions (see :mod:`ntk_infinite.formula`)."""
@@ -197,7 +209,8 @@ class CompiledKernel:
         _, q0, k = input_variances(X)
         pts = point_pass(self.program, q0, want_data=False, q0_exp=k)
         check_range(pts, want_nngp, want_ntk)
-        return KernelDiag(nngp=pts.nngp_diag if want_nngp else None, ntk=pts.ntk_diag if want_ntk else None)
+        return KernelDiag(nngp=pts.nngp_diag if want_nngp else None, ntk=pts.ntk_diag if want_ntk else None,
+                          error_estimate=pts.error_estimate)
 
 
 def _rebuild_kernel(architecture: Architecture, tol: float) -> CompiledKernel:

@@ -21,10 +21,14 @@ class Kernels:
         The NNGP kernel Σ (None when not requested).
     ntk : (n1, n2) ndarray or None
         The NTK Θ (None when not requested).
+    error_estimate : float
+        The largest relative error estimate reported by the numerical duals (Hermite
+        series, quadrature) in this evaluation; 0.0 when every route is exact.
     """
 
     nngp: np.ndarray | None
     ntk: np.ndarray | None
+    error_estimate: float = 0.0
 
     def __getitem__(self, name: str) -> np.ndarray:
         value = getattr(self, name)
@@ -35,10 +39,12 @@ class Kernels:
 
 @dataclass(frozen=True)
 class KernelDiag:
-    """Per-point diagonals Σ(x, x) and Θ(x, x), each (n,) or None when not requested."""
+    """Per-point diagonals Σ(x, x) and Θ(x, x), each (n,) or None when not requested, and the
+    largest relative error estimate of the numerical duals in this evaluation (0.0 if exact)."""
 
     nngp: np.ndarray | None
     ntk: np.ndarray | None
+    error_estimate: float = 0.0
 
     def __getitem__(self, name: str) -> np.ndarray:
         return Kernels.__getitem__(self, name)

@@ -8,8 +8,10 @@ With (u, v) ~ N(0, [[q₁, c], [c, q₂]]) (Neal 1996; Lee et al. 2018; Jacot et
 
 A dual gives the engine three things:
 
-* ``point(q)``: per-point output variance T(q, q, q), the diagonal Ṫ(q, q, q), and any
-  per-point data the pair pass needs (``point_data``);
+* ``point(q)``: per-point output variance T(q, q, q), the diagonal Ṫ(q, q, q), any
+  per-point data the pair pass needs, and everything else that depends on this call's
+  variances (the tile's parameter vector, the error estimate, a truncation), all in the
+  returned :class:`PointResult`;
 * ``tile_source(name)``: Numba source of a tile function that maps the pair state
   (ρ, sin²θ, Θ) of a tile through the activation in place (generated at compile time,
   cached on disk);
@@ -22,7 +24,14 @@ Tile function signature (all duals)::
 
 ``rho``/``sn2``/``t`` are (bi, bj) tile buffers; ``sqa``/``sqb`` the per-point √q at the
 layer input for the rows (X1) and columns (X2), ``*_out`` at its output; ``P1``/``P2``
-(K, n) per-point data; ``prm`` the dual's parameter vector; ``i0``/``j0`` the tile offsets.
+(K, n) per-point data; ``prm`` the parameter vector of this call (``PointResult.params``, or
+the dual's static ``params``); ``i0``/``j0`` the tile offsets.
+
+**Immutability.** A compiled kernel may be called from several threads at once, all
+sharing its duals. So a dual is frozen once constructed: ``point`` is a pure function of
+``q`` and assigning an attribute afterwards raises ``AttributeError``. Whatever depends
+on the call (a truncation chosen for these variances, a table covering their range, the
+achieved accuracy) travels in the :class:`PointResult`.
 On return ``rho``/``sn2`` hold the output correlation and its sin², and ``t`` holds
 Ṫ·Θ (the affine layer that follows adds Σ).
 
@@ -44,26 +53,56 @@ __all__ = ["Dual", "PointResult"]
 
 
 class PointResult:
-    """Per-point output of a dual: ``q_out`` (n,), ``tdot`` (n,), ``data`` (K, n) or None."""
+    """Per-point output of one ``Dual.point`` call; immutable.
 
-    __slots__ = ("q_out", "tdot", "data")
+    Attributes
+    ----------
+    q_out : (n,) ndarray
+        T(q, q, q), the output variance.
+    tdot : (n,) ndarray
+        Ṫ(q, q, q).
+    data : (K, n) ndarray or None
+        Per-point data of the pair pass.
+    params : (P,) ndarray or None
+        The tile's parameter vector for this call; None means the dual's static ``params``.
+    error_estimate : float
+        Estimated relative error of (T, Ṫ) for this call (0.0 for exact routes).
+    terms : tuple of int or None
+        The series truncation (Ka for T, Kb for Ṫ) chosen for this call, if any.
+    """
 
-    def __init__(self, q_out, tdot, data=None):
-        self.q_out = q_out
-        self.tdot = tdot
-        self.data = data
+    __slots__ = ("q_out", "tdot", "data", "params", "error_estimate", "terms")
+
+    def __init__(self, q_out, tdot, data=None, *, params=None, error_estimate=0.0, terms=None):
+        for name, value in (("q_out", q_out), ("tdot", tdot), ("data", data), ("params", params),
+                            ("error_estimate", float(error_estimate)), ("terms", terms)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"PointResult is immutable; cannot set {name!r}.")
 
 
-class Dual(abc.ABC):
+class _FrozenAfterInit(abc.ABCMeta):
+    """Metaclass freezing each instance once its ``__init__`` has returned."""
+
+    def __call__(cls, *args, **kwargs):
+        obj = super().__call__(*args, **kwargs)
+        object.__setattr__(obj, "_frozen", True)
+        return obj
+
+
+class Dual(abc.ABC, metaclass=_FrozenAfterInit):
     """Base class. Subclasses set ``key`` (a string unique per generated code) and ``layer``
-    and implement every abstract method (instantiating one that does not raises TypeError)."""
+    and implement every abstract method (instantiating one that does not raises TypeError).
+
+    Instances are frozen after ``__init__`` (see the module docstring): per-call quantities
+    go in the :class:`PointResult` that ``point`` returns, never on the dual.
+    """
 
     #: Unique identifier of the generated code (same key => same source).
     key: str = ""
-    #: Parameter vector passed to the tile function.
+    #: Static parameter vector passed to the tile function when ``point`` returns none.
     params: np.ndarray = np.zeros(0)
-    #: Estimated relative error of (T, Ṫ) as computed by the engine.
-    error_estimate: float = 0.0
     #: Human-readable name of the route ("closed form", "Hermite series", ...).
     route: str = ""
     #: n when φ(λx) = λⁿφ(x) for λ > 0 (then T and Ṫ are homogeneous of degrees n and n − 1
@@ -71,9 +110,24 @@ class Dual(abc.ABC):
     #: :func:`ntk_infinite.engine.point_pass`); None when the dual needs the actual variances.
     homogeneous_degree: int | None = None
 
+    def __setattr__(self, name, value):
+        if getattr(self, "_frozen", False):
+            raise AttributeError(
+                f"{type(self).__name__} is immutable after construction, but something set {name!r}: a compiled "
+                "kernel shares its duals between threads. Return per-call quantities in the PointResult of "
+                "point() instead."
+            )
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"{type(self).__name__} is immutable after construction; cannot delete {name!r}.")
+        object.__delattr__(self, name)
+
     @abc.abstractmethod
     def point(self, q: np.ndarray) -> PointResult:
-        """Per-point pass: output variance T(q, q, q), diagonal Ṫ(q, q, q) and pair-pass data."""
+        """Per-point pass: output variance T(q, q, q), diagonal Ṫ(q, q, q), pair-pass data and
+        this call's parameters and error estimate. Pure: must not modify the dual."""
 
     @abc.abstractmethod
     def tile_source(self, name: str) -> str:

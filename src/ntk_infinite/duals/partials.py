@@ -38,6 +38,8 @@ Two routes:
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,9 +80,16 @@ class PointPartials:
     dVd: np.ndarray
 
 
+#: Partials evaluators per dual. Duals are immutable (they are shared between threads), so
+#: the cache lives here; it holds no dual alive. A race builds an evaluator twice, harmlessly.
+_PARTIALS: "weakref.WeakKeyDictionary[Dual, object]" = weakref.WeakKeyDictionary()
+_PARTIALS_LOCK = threading.Lock()
+
+
 def dual_partials(dual: Dual):
-    """The partials evaluator for ``dual`` (cached on the dual object)."""
-    cached = getattr(dual, "_ntk_partials", None)
+    """The partials evaluator for ``dual`` (cached per dual)."""
+    with _PARTIALS_LOCK:
+        cached = _PARTIALS.get(dual)
     if cached is not None:
         return cached
     if isinstance(dual, SeriesDual):
@@ -96,10 +105,8 @@ def dual_partials(dual: Dual):
                 "or choose parameters by nk.select(..., criterion='loo'), which needs no gradient."
             )
         result = ClosedFormPartials(*formula)
-    try:
-        dual._ntk_partials = result
-    except AttributeError:  # pragma: no cover - slotted duals
-        pass
+    with _PARTIALS_LOCK:
+        _PARTIALS[dual] = result
     return result
 
 

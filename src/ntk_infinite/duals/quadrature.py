@@ -140,13 +140,13 @@ class QuadratureDual(Dual):
         self.layer = layer
         self.tol = float(tol)
         self.kinks = tuple(sorted(float(k) for k in layer.kinks))
-        self.error_estimate = 0.0
-        self.params = np.zeros(8)
 
     def __repr__(self):
         return f"QuadratureDual({self.layer!r})"
 
     def point(self, q):
+        """1-D moments per point; the tables of φ, φ' cover this call's range of variances and
+        travel in the result's ``params`` (with its ``error_estimate``)."""
         q = np.asarray(q, dtype=np.float64)
         uq, inverse = np.unique(q, return_inverse=True)
         second, dsecond = _moments_1d(self.layer, uq, self.kinks, _GL20_X, _GL20_W)
@@ -163,7 +163,6 @@ class QuadratureDual(Dual):
                 np.abs(dcoarse - dsecond) / np.where(dsecond > 0, dsecond, 1.0),
             ]), initial=0.0)
         err = float(max(rule_err, fit_err))
-        self.error_estimate = max(self.error_estimate, err)
         if err > self.tol:
             warn_accuracy(
                 f"The kink-aware quadrature of {self.layer!r} reached a relative error of about {err:.1e}, "
@@ -173,14 +172,14 @@ class QuadratureDual(Dual):
             )
         npieces = len(counts)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self.params = np.concatenate([
+        params = np.concatenate([
             [float(npieces), float(CELL_DEGREE + 1), float(len(self.kinks)), float(counts.sum())],
             np.array(self.kinks, dtype=np.float64),
             bounds, counts.astype(np.float64), offsets.astype(np.float64),
             cf.ravel(), cd.ravel(),
         ])
         data = np.ascontiguousarray(dsecond[inverse][None, :])
-        return PointResult(second[inverse], dsecond[inverse], data)
+        return PointResult(second[inverse], dsecond[inverse], data, params=params, error_estimate=err)
 
     # ----- NumPy references (nested 20-point rules split at the kinks, in Python) ---------
     def T(self, q1, q2, c):

@@ -125,10 +125,6 @@ class SeriesDual(Dual):
         self.layer_tol = max(0.1 * self.tol, 1e-14)
         self.max_terms = int(max_terms)
         self.min_terms = int(min_terms)
-        self.error_estimate = 0.0
-        self.terms_used = 0
-        self.terms = (0, 0)
-        self.params = np.zeros(2)
         user_dfn = getattr(layer, "dfn_", None)
         self._explicit_dfn = user_dfn is not None
 
@@ -137,12 +133,11 @@ class SeriesDual(Dual):
 
     # ----- per-point pass ----------------------------------------------------------------
     def point(self, q):
+        """Coefficients truncated for these variances; the truncation (Ka, Kb) is this call's
+        (``terms``, and ``params`` = [Ka, Kb] for the tile), as is ``error_estimate``."""
         q = np.asarray(q, dtype=np.float64)
         uq, inverse = np.unique(q, return_inverse=True)
         A, B, q_out, tdot, err, (Ka, Kb) = self._truncated(uq)
-        self.error_estimate = max(self.error_estimate, err)
-        self.terms = (Ka, Kb)
-        self.terms_used = max(self.terms_used, Ka, Kb)
         if err > self.tol:
             warn_accuracy(
                 f"The Hermite series of {self.layer!r} reached a relative error of about {err:.1e} "
@@ -153,9 +148,9 @@ class SeriesDual(Dual):
                 "or use a closed-form layer where one exists (e.g. nk.ReLU(), nk.Erf()).",
                 stacklevel=5,
             )
-        self.params = np.array([float(Ka), float(Kb)])
         data = np.concatenate([A, B], axis=0)[:, inverse]
-        return PointResult(q_out[inverse], tdot[inverse], np.ascontiguousarray(data))
+        return PointResult(q_out[inverse], tdot[inverse], np.ascontiguousarray(data),
+                           params=np.array([float(Ka), float(Kb)]), error_estimate=err, terms=(Ka, Kb))
 
     def _raw(self, uq, n_terms):
         """a (n_terms, m), b (n_terms - 1, m), E[φ²] (m,), E[φ'²] (m,)."""
@@ -393,7 +388,6 @@ class PolynomialDual(Dual):
         self.coef = tuple(float(c) for c in coef)
         self.layer = layer
         self.degree = len(self.coef) - 1
-        self.error_estimate = 0.0
         self.params = np.array([float(self.degree + 1), float(max(self.degree, 1))])
         self.terms = (self.degree + 1, max(self.degree, 1))
 
@@ -435,7 +429,7 @@ class PolynomialDual(Dual):
         norm = np.sqrt(second)
         A = np.where(norm > 0, a / np.where(norm > 0, norm, 1.0), 0.0)
         data = np.ascontiguousarray(np.concatenate([A, b], axis=0))
-        return PointResult(second, np.sum(b * b, axis=0), data)
+        return PointResult(second, np.sum(b * b, axis=0), data, terms=self.terms)
 
     def T(self, q1, q2, c):
         return self._evaluate(q1, q2, c, False)
