@@ -13,10 +13,12 @@ __version__ = "0.1.0"
 from .errors import (  # noqa: E402
     AccuracyWarning,
     ArchitectureError,
+    CacheWarning,
     IllConditionedWarning,
     InputError,
     ParameterError,
 )
+from .cache import cache_info, clear_cache  # noqa: E402
 from .kernel import CompiledKernel, compile  # noqa: E402
 from .layers import Activation, Architecture, Dense, Identity, ReLU, serial  # noqa: E402
 from .results import KernelDiag, Kernels  # noqa: E402
@@ -47,6 +49,9 @@ __all__ = [
     "ParameterError",
     "AccuracyWarning",
     "IllConditionedWarning",
+    "CacheWarning",
+    "cache_info",
+    "clear_cache",
     "predict",
     "empirical",
     "select",

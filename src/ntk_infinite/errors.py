@@ -19,6 +19,7 @@ __all__ = [
     "ParameterError",
     "AccuracyWarning",
     "IllConditionedWarning",
+    "CacheWarning",
     "check_param",
     "as_input_array",
     "warn_accuracy",
@@ -43,6 +44,10 @@ class AccuracyWarning(UserWarning):
 
 class IllConditionedWarning(UserWarning):
     """A linear system is too ill-conditioned for the requested accuracy."""
+
+
+class CacheWarning(UserWarning):
+    """The on-disk cache was damaged or unusable; results are still correct (entries rebuilt)."""
 
 
 def warn_accuracy(message: str, stacklevel: int = 3) -> None:
