@@ -190,9 +190,10 @@ def write_entry(path: Path, text: str, *, replace: bool = True) -> Path:
     """Store ``text`` at ``path`` atomically and return where it went.
 
     With ``replace=False`` an existing file is kept (the caller checked it is the same
-    entry): the first of several concurrent writers wins and no file's timestamp changes
-    under Numba's cache index. If the directory is not writable the entry goes to the
-    temporary directory instead (with a :class:`CacheWarning`).
+    entry): the first of several concurrent writers wins and the file is never touched
+    again (Numba before 0.59 stamped its cache index with the source file's mtime). If the
+    directory is not writable the entry goes to the temporary directory instead (with a
+    :class:`CacheWarning`).
     """
     data = encode_entry(path.name, text)
     try:
@@ -331,7 +332,7 @@ def cache_info() -> CacheInfo:
     """Location, fingerprint, size and integrity of the on-disk cache (nothing is changed)."""
     directory, base = cache_dir(), cache_base()
     entries = damaged = 0
-    for path in sorted(directory.iterdir()):
+    for path in sorted(directory.iterdir()) if directory.is_dir() else ():  # absent after clear_cache()
         if path.is_file() and path.name.startswith(_ENTRY_PREFIXES):
             entries += 1
             data = _read_bytes(path)
