@@ -191,7 +191,7 @@ def write_entry(path: Path, text: str, *, replace: bool = True) -> Path:
 
     With ``replace=False`` an existing file is kept (the caller checked it is the same
     entry): the first of several concurrent writers wins and the file is never touched
-    again (Numba before 0.59 stamped its cache index with the source file's mtime). If the
+    again (older Numba versions stamp their cache index with the source file's mtime). If the
     directory is not writable the entry goes to the temporary directory instead (with a
     :class:`CacheWarning`).
     """
