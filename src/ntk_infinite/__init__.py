@@ -18,6 +18,7 @@ from .errors import (  # noqa: E402
     AccuracyWarning,
     ActivationError,
     ArchitectureError,
+    CacheWarning,
     IllConditionedWarning,
     InputError,
     NotPicklableError,
@@ -26,6 +27,7 @@ from .errors import (  # noqa: E402
     KernelUnderflowWarning,
     ParameterError,
 )
+from .cache import cache_info, clear_cache  # noqa: E402
 from .kernel import CompiledKernel, compile  # noqa: E402
 from .layers import Activation, Architecture, Dense, Identity, ReLU, serial  # noqa: E402
 from .results import KernelDiag, Kernels  # noqa: E402
@@ -61,6 +63,9 @@ __all__ = [
     "ActivationError",
     "AccuracyWarning",
     "IllConditionedWarning",
+    "CacheWarning",
+    "cache_info",
+    "clear_cache",
     "predict",
     "empirical",
     "select",

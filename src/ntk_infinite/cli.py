@@ -5,6 +5,7 @@ Subcommands are contributed by modules listed in :data:`COMMAND_MODULES`; each d
 
 * ``gram ARCH X.npy|X.csv [--x2 FILE] [--get nngp,ntk] -o OUT.npz``: Gram matrices to .npz.
 * ``demo``: compile a default architecture and evaluate it on the shipped breast-cancer data.
+* ``cache [--info | --clear]``: where the on-disk cache is and how big, or delete it.
 
 User mistakes (a missing file, an output folder that does not exist, a bad architecture)
 exit with status 2 and a message on stderr saying what to do; files are checked before any
@@ -190,6 +191,30 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_gram)
     p = subparsers.add_parser("demo", help="compile a default network and evaluate it on shipped real data")
     p.set_defaults(func=_cmd_demo)
+    _register_cache(subparsers)
+
+
+# ------------------------------------------------------------------ cache subcommand
+def _cmd_cache(args) -> int:
+    import ntk_infinite as nk
+
+    if args.clear:
+        info = nk.clear_cache()
+        print(f"removed {info.directory} ({info.files} files) and {len(info.other_fingerprints)} other "
+              f"fingerprint directories under {info.base}: {(info.bytes + info.other_bytes) / 2**20:.1f} MiB freed")
+        return 0
+    print(nk.cache_info())
+    return 0
+
+
+def _register_cache(subparsers) -> None:
+    p = subparsers.add_parser(
+        "cache", help="show or clear the on-disk cache of generated code ($NTK_INFINITE_CACHE_DIR or "
+                      "~/.cache/ntk_infinite)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--info", action="store_true", help="location, fingerprint, entries and size (default)")
+    group.add_argument("--clear", action="store_true", help="delete every fingerprint directory of the cache")
+    p.set_defaults(func=_cmd_cache)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,83 +3,43 @@
 sympy runs only at compile time. Expressions become plain Python source (after common
 subexpression elimination) that Numba compiles; the source is written to a cache
 directory as an importable module, so Numba's own ``cache=True`` applies and a second
-process pays neither sympy nor LLVM again. Cache entries are keyed on the text they
-were generated from and on the versions of this library, sympy and numba, plus a hash of
-the library's numerical core, so a change anywhere invalidates them.
+process pays neither sympy nor LLVM again. Derived text is cached under a key that names
+what it was derived from; the cache directory itself is keyed on a fingerprint of the
+versions of this library, sympy, numba and Python and of the package's source files, so a
+change anywhere invalidates it.
 
-The cache lives in ``$NTK_INFINITE_CACHE_DIR`` or ``~/.cache/ntk_infinite``; when neither
-is writable a temporary directory is used (and the caching is lost at exit).
+The cache lives in ``$NTK_INFINITE_CACHE_DIR/<fingerprint>``, else in
+``~/.cache/ntk_infinite/<fingerprint>``; if that is not writable, a temporary directory is
+used (with a :class:`~ntk_infinite.errors.CacheWarning`) and removed at exit. Every entry
+carries a checksum and is written atomically; a damaged entry, or damaged Numba cache files,
+are rebuilt with one warning per process. Details in :mod:`ntk_infinite.cache`; inspect or
+empty the cache with :func:`ntk_infinite.cache_info` / :func:`ntk_infinite.clear_cache` or
+``ntk-infinite cache --info | --clear``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import sys
-import tempfile
 import threading
-from functools import lru_cache
-from pathlib import Path
 
 import sympy as sp
 
+from .cache import cache_dir, encode_entry, fingerprint, guard_numba_cache, read_entry, report_damage, write_entry
+
 __all__ = ["cache_dir", "cached_text", "emit_assignments", "load_module", "fingerprint"]
-
-_PKG_DIR = Path(__file__).resolve().parent
-
-
-@lru_cache(maxsize=1)
-def fingerprint() -> str:
-    """Hash of everything generated code depends on: versions and the numerical core."""
-    import numba
-
-    from . import __version__
-
-    h = hashlib.sha256()
-    h.update(f"{__version__}|{sp.__version__}|{numba.__version__}|{sys.version_info[:2]}".encode())
-    for rel in ("_numerics.py", "codegen.py", "engine_source.py", "duals/arccos.py", "duals/series.py"):
-        path = _PKG_DIR / rel
-        if path.exists():
-            h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-@lru_cache(maxsize=1)
-def cache_dir() -> Path:
-    """The directory for generated code and derivations (created on first use)."""
-    candidates = []
-    if os.environ.get("NTK_INFINITE_CACHE_DIR"):
-        candidates.append(Path(os.environ["NTK_INFINITE_CACHE_DIR"]))
-    candidates.append(Path.home() / ".cache" / "ntk_infinite")
-    for base in candidates:
-        path = base / fingerprint()
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-            return path
-        except OSError:
-            continue
-    path = Path(tempfile.mkdtemp(prefix="ntk_infinite_cache_"))
-    return path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def cached_text(key: str, producer) -> str:
-    """Return the text cached under ``key``; on a miss call ``producer()`` and store it."""
+    """Return the text cached under ``key``; on a miss (or a damaged entry) call
+    ``producer()`` and store its result."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
     path = cache_dir() / f"derived_{digest}.txt"
-    if path.exists():
-        return path.read_text()
-    text = producer()
-    _atomic_write(path, text)
+    text = read_entry(path)
+    if text is None:
+        text = producer()
+        write_entry(path, text)
     return text
 
 
@@ -92,7 +52,14 @@ _LOAD_LOCK = threading.RLock()
 
 def load_module(source: str, prefix: str = "gen"):
     """Write ``source`` to the cache (named by its hash) and import it as a module (once per
-    process; safe to call from several threads at once)."""
+    process; safe to call from several threads at once).
+
+    The file is compared with the expected bytes; a missing file is created (keeping one
+    written concurrently by another process), a different one replaced (with a
+    :class:`~ntk_infinite.errors.CacheWarning`). The module is compiled from the text in
+    memory, so no ``.pyc`` is involved; its jitted functions recompile if Numba's cache
+    files are unreadable (:func:`ntk_infinite.cache.guard_numba_cache`).
+    """
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     name = f"_ntk_infinite_{prefix}_{digest}"
     module = _LOADED.get(name)
@@ -102,16 +69,27 @@ def load_module(source: str, prefix: str = "gen"):
         if name in _LOADED:
             return _LOADED[name]
         path = cache_dir() / f"{name}.py"
-        if not path.exists() or path.read_text() != source:
-            _atomic_write(path, source)
+        expected = encode_entry(path.name, source)
+        try:
+            current = path.read_bytes()
+        except OSError:
+            current = None
+        if current != expected:
+            if current is not None:
+                report_damage(path, "content differs from the generated source")
+            path = write_entry(path, source, replace=current is not None)
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
+        code = compile(expected.decode(), str(path), "exec")
         sys.modules[name] = module
         try:
-            spec.loader.exec_module(module)
+            exec(code, module.__dict__)  # noqa: S102 - our own generated, checksummed source
         except BaseException:
             sys.modules.pop(name, None)
             raise
+        for obj in list(vars(module).values()):
+            if hasattr(obj, "py_func"):
+                guard_numba_cache(obj)
         _LOADED[name] = module
         return module
 

@@ -25,6 +25,7 @@ __all__ = [
     "AccuracyWarning",
     "KernelUnderflowWarning",
     "IllConditionedWarning",
+    "CacheWarning",
     "check_param",
     "as_input_array",
     "warn_accuracy",
@@ -75,6 +76,10 @@ class KernelUnderflowWarning(AccuracyWarning):
 
 class IllConditionedWarning(UserWarning):
     """A linear system is too ill-conditioned for the requested accuracy."""
+
+
+class CacheWarning(UserWarning):
+    """The on-disk cache was damaged or unusable; results are still correct (entries rebuilt)."""
 
 
 def warn_accuracy(message: str, stacklevel: int = 3) -> None:
