@@ -160,11 +160,25 @@ def test_bad_fn_refused(name):
     assert_documented_error(out, NAMES_THE_CALLABLE)
 
 
-@pytest.mark.parametrize("name", list(REFUSED))
-def test_bad_dfn_refused(name):
+def _check_bad_dfn(name):
     dfn = REFUSED[name]
     out = run_forked(_evaluate, lambda: nk.Activation(np.sin, dfn=dfn))
     assert_documented_error(out, NAMES_THE_CALLABLE)
+
+
+#: dfn goes through the same checks as fn; the default run tries one case of each kind.
+DFN_DEFAULT = ["nan_above_half", "complex_values", "wrong_shape_flat", "returns_none"]
+
+
+@pytest.mark.parametrize("name", DFN_DEFAULT)
+def test_bad_dfn_refused(name):
+    _check_bad_dfn(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in REFUSED if n not in DFN_DEFAULT])
+def test_bad_dfn_refused_all(name):
+    _check_bad_dfn(name)
 
 
 @pytest.mark.parametrize("name", ["nan_above_half", "complex_values", "wrong_shape_flat", "returns_none"])

@@ -19,4 +19,4 @@ PSD_RTOL = 1e-10
 EXTREME_SCALE_RTOL = 1e-12
 #: A user activation with a typed closed form (sin, |x|) through the numerical routes,
 #: relative to √(K(x,x)K(x',x')); the routes are asked for tol=1e-10.
-USER_ACTIVATION_RTOL = 1e-8
+USER_ACTIVATION_RTOL = 1e-9
