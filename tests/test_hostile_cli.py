@@ -132,8 +132,12 @@ def test_gram_bad_options(files, capsys, extra):
     _assert_clean_failure(status, err)
 
 
-@pytest.mark.parametrize("arch", ["Dense > Relu6 > Dense", "", "Dense(w_std=1, w_std=2) > ReLU > Dense",
-                                  "ReLU > Dense", "Dense(" * 50, "1*(" * 5000 + "Dense" + ")" * 5000])
+@pytest.mark.parametrize(
+    "arch",
+    ["Dense > Relu6 > Dense", "", "Dense(w_std=1, w_std=2) > ReLU > Dense", "ReLU > Dense", "Dense(" * 50,
+     "1*(" * 5000 + "Dense" + ")" * 5000],
+    ids=["unknown_layer", "empty", "duplicate_keyword", "activation_first", "unclosed", "nested_5000"],
+)
 def test_gram_bad_architecture(files, capsys, arch):
     status, err, _ = _gram([arch, str(files["x"]), "-o", str(files["out"]), "-q"], capsys)
     _assert_clean_failure(status, err)

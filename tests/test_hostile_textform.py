@@ -100,6 +100,7 @@ def test_grammatical_text_parses_and_compiles_or_explains(text):
         ("\x00", None),
         ("Dénse", None),
     ],
+    ids=lambda v: v[:30] if isinstance(v, str) else None,
 )
 def test_malformed_text(text, pattern):
     out = run_forked(nk.parse_architecture, text, timeout=30)
@@ -115,6 +116,7 @@ def test_malformed_text(text, pattern):
         "1000*(1000*(1000*(Dense > ReLU))) > Dense",
         "9" * 30 + "*(Dense) > Dense",
     ],
+    ids=["1e8_pairs", "1e8_pairs_args", "nested_1e9", "30_digit_count"],
 )
 def test_huge_repetition_is_refused_cheaply(text):
     """A count that would build 10⁸+ layers must be refused before it is built: the call
