@@ -79,6 +79,9 @@ class Outcome:
         return f"{self.kind} after {self.seconds:.1f}s: {self.message}"
 
     def warned(self, category=Warning) -> bool:
+        """Whether a warning of ``category`` was issued. The library's own warnings are
+        UserWarning subclasses (AccuracyWarning, ...); NumPy's RuntimeWarnings from deep inside
+        a computation do not count as telling the user."""
         return any(issubclass(c, category) for c, _ in self.warnings)
 
 
