@@ -33,8 +33,6 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-import ntk_infinite as nk
-from naive import mp_relu_kernels
 
 #: Last-resort guard of every hostile test: the process dumps all tracebacks and exits
 #: (failing the run loudly) if one test exceeds this. Generous, because the first call of

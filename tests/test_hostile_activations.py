@@ -215,7 +215,8 @@ def test_exception_in_user_code_propagates(where, bad):
     assert out.kind == "raised", out.describe()
     own = {"UserBug", "ZeroDivisionError"} & {n.rsplit(".", 1)[-1] for n in out.exc_names}
     if not own:  # wrapped: then as a documented error that keeps the user's message
-        assert is_documented_error(out) and ("boom" in out.message + out.cause or "divides" in out.message + out.cause), (
+        text = out.message + out.cause
+        assert is_documented_error(out) and ("boom" in text or "divides" in text), (
             out.describe()
         )
 

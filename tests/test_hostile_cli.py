@@ -219,8 +219,8 @@ def _fresh_process_kernel(tmp_path, how, seed=0):
     env = dict(os.environ, NTK_INFINITE_CACHE_DIR=str(tmp_path / "cache"))
     for attempt in range(2):  # the second process sees whatever the first one left behind
         try:
-            proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(tmp_path / "x.npy"), ARCH, str(tmp_path / "k.npy")],
-                                  env=env, capture_output=True, text=True, timeout=600)
+            cmd = [sys.executable, "-c", _SCRIPT, str(tmp_path / "x.npy"), ARCH, str(tmp_path / "k.npy")]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         except subprocess.TimeoutExpired:
             pytest.fail(f"a fresh process with a damaged cache ({how}, {n} files) did not finish in 600 s")
         assert proc.returncode == 0, f"damaged cache ({how}, {n} files), run {attempt + 1}:\n{proc.stderr[-3000:]}"

@@ -145,7 +145,10 @@ REJECTED = {
     "zero_columns": (np.ones((3, 0)), r"feature"),
     "none": (None, r"2-D|array"),
     "dict": ({"a": 1}, r"array|number|real|dtype"),
-    "longdouble_overflow": (np.array([[1.0, 2.0]], dtype=np.longdouble) * np.longdouble("1e400"), r"finite|inf|large|range"),
+    "longdouble_overflow": (
+        np.array([[1.0, 2.0]], dtype=np.longdouble) * np.longdouble("1e400"),
+        r"finite|inf|large|range",
+    ),
 }
 
 
