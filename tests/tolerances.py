@@ -146,3 +146,10 @@ SCALE_RTOL = 1e-13
 #: Results in float64's subnormal range: a few units of the smallest subnormal (2^-1074),
 #: from the final roundings into that range.
 SUBNORMAL_ATOL = 8 * 2.0**-1074
+#: Dense/ReLU kernels at extreme input scales (1e-300 ... 1e300, mixed per row) against the
+#: 50-digit mpmath recursion, relative to √(K(x,x)K(x',x')): the closed form's own ~1e-13
+#: plus a few roundings of whatever rescaling keeps the intermediates in range.
+EXTREME_SCALE_RTOL = 1e-12
+#: A user activation with a typed closed form (sin, |x|) through the numerical routes,
+#: relative to √(K(x,x)K(x',x')); the routes are asked for tol=1e-10.
+USER_ACTIVATION_RTOL = 1e-9
