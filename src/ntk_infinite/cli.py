@@ -96,12 +96,21 @@ def read_table(path: str) -> tuple[np.ndarray, list[str] | None]:
     """A 2-D array from .npy or .csv/.txt (comma-separated), and the column names of a .csv
     header line (None without one)."""
     check_input_file(path)
-    if path.endswith(".npy"):
-        return np.load(path), None
-    with open(path) as fh:
-        first = fh.readline()
-    names = None if _is_numeric_row(first) else [v.strip().strip('"').strip("'") for v in first.rstrip("\n").split(",")]
-    return np.loadtxt(path, delimiter=",", skiprows=0 if names is None else 1, ndmin=2), names
+    try:
+        if path.endswith(".npy"):
+            return np.load(path, allow_pickle=False), None
+        with open(path) as fh:
+            first = fh.readline()
+        names = None if _is_numeric_row(first) else [v.strip().strip('"').strip("'") for v in first.rstrip("\n").split(",")]
+        return np.loadtxt(path, delimiter=",", skiprows=0 if names is None else 1, ndmin=2), names
+    except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(
+            f"Could not read {path!r} as a {'NumPy .npy array' if path.endswith('.npy') else 'comma-separated table'}: "
+            f"{type(exc).__name__}: {exc}. Save the data with np.save(path, X) (a numeric 2-D array) or as a "
+            "CSV of numbers with an optional header line."
+        ) from exc
 
 
 def load_matrix(path: str) -> np.ndarray:

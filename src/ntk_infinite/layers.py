@@ -260,6 +260,11 @@ class Activation(ActivationLayer):
         object.__setattr__(self, "fn_", fn)
         object.__setattr__(self, "dfn_", dfn)
         object.__setattr__(self, "name", name if name is not None else getattr(fn, "__name__", "fn"))
+        if isinstance(kinks, (str, bytes)) or not isinstance(kinks, (tuple, list, np.ndarray)):
+            raise TypeError(
+                f"Activation's kinks must be a tuple of the points where fn is not smooth, e.g. kinks=(0.0,); "
+                f"got {kinks!r} of type {type(kinks).__name__}. Use kinks=() for a smooth function."
+            )
         kinks = tuple(float(check_param("Activation", "kinks", k)) for k in kinks)
         object.__setattr__(self, "kinks", kinks)
 

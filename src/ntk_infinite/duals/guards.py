@@ -111,7 +111,8 @@ def _check_elementwise(who, name, g, values):
         single = np.array([np.asarray(g(x[i:i + 1].copy()), dtype=np.float64).reshape(-1)[0] for i in range(x.size)])
         permuted = np.empty_like(values)
         permuted[perm] = np.asarray(g(x[perm].copy()), dtype=np.float64).reshape(-1)
-        grid = np.asarray(g(x.reshape(5, 13).copy()), dtype=np.float64).reshape(-1)
+    # _call also checks the shape: a function that flattens its input passes on a vector.
+    grid = _call(who, name, g, x.reshape(5, 13)).reshape(-1)
     scale = ELEMENTWISE_RTOL * max(1.0, float(np.max(np.abs(values))))
     for label, other in (("called on that element alone", single), ("called on a permuted array", permuted),
                          ("called on a 2-D array", grid)):
