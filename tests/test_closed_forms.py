@@ -178,8 +178,10 @@ def test_one_minus_rho_keeps_its_digits_for_nearly_parallel_pairs(layer):
 
 
 def test_identical_inputs_stay_exactly_parallel_through_depth():
-    arch = nk.serial(nk.Dense(w_std=1.2, b_std=0.3), nk.Erf(1.0, 2.0, 0.1), nk.Dense(w_std=1.1, b_std=0.2), nk.GELU(), nk.Dense(w_std=1.0, b_std=0.1),
-                     nk.Sin(1.0, 0.9, 0.2), nk.Dense(w_std=1.0, b_std=0.0))
+    # Erf and GELU only: the engine is shared with the erf_gelu network below (a new set of
+    # tile kinds costs a compilation); Sin's pairs are held to mpmath in sin_leaky_step.
+    arch = nk.serial(nk.Dense(w_std=1.2, b_std=0.3), nk.Erf(1.0, 2.0, 0.1), nk.Dense(w_std=1.1, b_std=0.2), nk.GELU(),
+                     nk.Dense(w_std=1.0, b_std=0.1), nk.Erf(1.0, 0.9, 0.2), nk.Dense(w_std=1.0, b_std=0.0))
     X = np.random.default_rng(3).normal(size=(4, 5))
     X[2] = X[0]
     kernel = nk.compile(arch)

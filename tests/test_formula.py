@@ -42,7 +42,9 @@ def evaluate(formula, x1, x2):
 
 
 @pytest.mark.parametrize("text", [
-    "Dense(1.5, 0.1) > ReLU > Dense(1.2, 0.2) > Erf(1, 2, 0.1) > Dense(1, 0)",
+    # Each shares its jitted engine with other tests (one per set of tile kinds).
+    "Dense(1.5, 0.1) > ReLU > Dense(1.2, 0.2) > LeakyReLU(0.1) > Dense(1, 0)",
+    "Dense(1.3, 0.2) > Erf(1, 1.5, 0.1) > Dense(0.9, 0.3) > GELU > Dense(1.1, 0.1)",
     "Dense(1.3, 0.2) > Sin(1, 1.2, 0.3) > Dense(1.1, 0.1) > Polynomial((0.1, 1, 0.3)) > Dense",
 ])
 def test_formula_evaluates_to_the_kernel(text):
