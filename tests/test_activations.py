@@ -12,8 +12,8 @@ from scipy import special
 
 import ntk_infinite as nk
 from activation_cases import ACTIVATION_CASES
-from ntk_infinite.duals import ArcCosineDual, ClosedFormDual, PolynomialDual, SeriesDual, resolve_dual
-from ntk_infinite.duals.quadrature import QuadratureDual
+from ntk_infinite.compiler.duals import ArcCosineDual, ClosedFormDual, PolynomialDual, SeriesDual, resolve_dual
+from ntk_infinite.compiler.duals.quadrature import QuadratureDual
 from tolerances import ACTIVATION_FD_RTOL, EXACT_ATOL, EXACT_RTOL, EXPRESSION_RTOL, ULP_RTOL
 
 #: Central-difference step (ACTIVATION_FD_RTOL says what it costs).
@@ -81,7 +81,7 @@ def fn_shape_ok(layer):
     return layer.fn(v).shape == (2, 3) and layer.dfn(v).shape == (2, 3)
 
 
-@pytest.mark.parametrize("cls", [c for c in nk.activations.BUILTIN_ACTIVATIONS if hasattr(c, "expression")])
+@pytest.mark.parametrize("cls", [c for c in nk.describe.activations.BUILTIN_ACTIVATIONS if hasattr(c, "expression")])
 def test_sympy_expression_agrees_with_fn(cls):
     layer = dict(ACTIVATION_CASES).get(cls.__name__.lower()) or cls()
     f = sp.lambdify(x, layer.expression(x), ["scipy", "numpy"])
@@ -134,7 +134,7 @@ def test_text_form_round_trip(case_id, layer):
     arch = nk.serial(nk.Dense(w_std=1.5, b_std=0.1), layer, nk.Dense(w_std=1.0))
     text = arch.to_text()
     assert nk.parse_architecture(text) == arch
-    assert type(layer).__name__.lower() in nk.layers.LAYER_REGISTRY
+    assert type(layer).__name__.lower() in nk.describe.layers.LAYER_REGISTRY
 
 
 def test_text_form_accepts_positional_arguments():

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import ntk_infinite as nk
-from ntk_infinite.cache import hashed_sources
+from ntk_infinite.compiler.cache import hashed_sources
 from naive import naive_kernels
 from tolerances import NAIVE_RTOL
 
@@ -183,7 +183,7 @@ CONCURRENT_SCRIPT = textwrap.dedent(
     """
     import json, sys, time, warnings
     warnings.simplefilter("error")
-    from ntk_infinite.codegen import cached_text, load_module
+    from ntk_infinite.compiler.codegen import cached_text, load_module
     start = float(sys.argv[1])
     time.sleep(max(0.0, start - time.time()))
     def produce():
@@ -193,7 +193,7 @@ CONCURRENT_SCRIPT = textwrap.dedent(
     module = load_module("VALUE = " + repr(len(text)) + "\\n" + "# padding\\n" * 5000, prefix="conc")
     # Then all rewrite and reread one entry for a second: a reader must never see half a file
     # (read_entry would warn, and warnings are errors here).
-    from ntk_infinite.cache import cache_dir, read_entry, write_entry
+    from ntk_infinite.compiler.cache import cache_dir, read_entry, write_entry
     path = cache_dir() / "derived_rewritten.txt"
     rounds = 0
     while rounds < 100 or time.time() < start + 1.0:
@@ -228,7 +228,7 @@ UNWRITABLE_SCRIPT = textwrap.dedent(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         import ntk_infinite as nk
-        from ntk_infinite.codegen import cached_text, load_module
+        from ntk_infinite.compiler.codegen import cached_text, load_module
         a = cached_text("unwritable-a", lambda: "first")
         b = cached_text("unwritable-b", lambda: "second")
         module = load_module("VALUE = 42\\n", prefix="ro")
@@ -257,7 +257,7 @@ INFO_SCRIPT = textwrap.dedent(
     import contextlib, io, json, os
     import ntk_infinite as nk
     from ntk_infinite.cli import main
-    from ntk_infinite.codegen import cached_text, load_module
+    from ntk_infinite.compiler.codegen import cached_text, load_module
 
     def cli(*args):
         out = io.StringIO()
@@ -306,7 +306,7 @@ def test_fingerprint_hashes_every_source_file_but_the_cli_and_reports():
     expected = {p for p in package.rglob("*.py")
                 if p.name != "cli.py" or p.parent != package} - set(package.joinpath("reports").rglob("*.py"))
     assert set(hashed_sources()) == expected
-    assert package / "duals" / "partials.py" in expected
+    assert package / "compiler" / "duals" / "partials.py" in expected
 
 
 FINGERPRINT_SCRIPT = textwrap.dedent(
@@ -314,10 +314,10 @@ FINGERPRINT_SCRIPT = textwrap.dedent(
     import json
     from pathlib import Path
     import ntk_infinite
-    from ntk_infinite.codegen import fingerprint
+    from ntk_infinite.compiler.codegen import fingerprint
     pkg = Path(ntk_infinite.__file__).parent
     prints = [fingerprint()]
-    for rel in ("duals/partials.py", "cli.py"):
+    for rel in ("compiler/duals/partials.py", "cli.py"):
         with open(pkg / rel, "a") as fh:
             fh.write("\\n# an edit\\n")
         fingerprint.cache_clear()
@@ -332,5 +332,5 @@ def test_editing_a_source_file_changes_the_fingerprint(tmp_path):
     shutil.copytree(SRC / "ntk_infinite", copy / "ntk_infinite", ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, PYTHONPATH=str(copy), NTK_INFINITE_CACHE_DIR=str(tmp_path / "c"))
     before, partials_edited, cli_edited = _python(FINGERPRINT_SCRIPT, None, env=env)
-    assert before != partials_edited, "an edit of duals/partials.py kept the old cache"
+    assert before != partials_edited, "an edit of compiler/duals/partials.py kept the old cache"
     assert cli_edited == partials_edited, "an edit of the command line should not invalidate the cache"

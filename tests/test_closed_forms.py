@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 import ntk_infinite as nk
 from naive import dblquad_T, dblquad_Tdot, mp_dual, mp_dual_fast, mp_kernels
-from ntk_infinite.codegen import load_module
-from ntk_infinite.engine_source import TILE_PRELUDE
-from ntk_infinite.duals import resolve_dual
-from ntk_infinite.duals.series import SeriesDual
+from ntk_infinite.compiler.codegen import load_module
+from ntk_infinite.compiler.engine_source import TILE_PRELUDE
+from ntk_infinite.compiler.duals import resolve_dual
+from ntk_infinite.compiler.duals.series import SeriesDual
 from tolerances import (CLOSED_FORM_RTOL, EXACT_ATOL, EXACT_RTOL, NEAR_PARALLEL_RTOL, NETWORK_RTOL, PSD_ATOL,
                         QUADRATURE_RTOL, ROUNDING_FLOOR, ROUNDING_RTOL, SERIES_RTOL, ULP_RTOL)
 

@@ -8,14 +8,14 @@ import textwrap
 import numpy as np
 import sympy as sp
 
-from ntk_infinite.codegen import emit_assignments
-from ntk_infinite.duals.arccos import cho_saul_J, THETA
+from ntk_infinite.compiler.codegen import emit_assignments
+from ntk_infinite.compiler.duals.arccos import cho_saul_J, THETA
 from tolerances import DBLQUAD_ATOL, DBLQUAD_RTOL, ULP_RTOL
 
 SCRIPT = textwrap.dedent(
     """
     import json, numpy as np
-    import ntk_infinite.codegen as cg
+    import ntk_infinite.compiler.codegen as cg
     calls = {"derive": 0}
     original = cg.cached_text
     def counting(key, producer):
@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
             return producer()
         return original(key, wrapped)
     cg.cached_text = counting
-    import ntk_infinite.duals.arccos as ac
+    import ntk_infinite.compiler.duals.arccos as ac
     ac.cached_text = counting
     import ntk_infinite as nk
     kernel = nk.compile("Dense(1.2, 0.1) > ReLU > Dense(1.2, 0.1)")

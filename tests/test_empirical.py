@@ -1,4 +1,4 @@
-"""Finite networks (ntk_infinite.empirical, ntk_infinite.training): exact derivatives, Monte-Carlo
+"""Finite networks (ntk_infinite.verify.empirical, ntk_infinite.verify.training): exact derivatives, Monte-Carlo
 agreement with the analytic kernels at tolerances derived from the sample size, training, messages."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from numpy.testing import assert_allclose
 from scipy import special, stats
 
 import ntk_infinite as nk
-from ntk_infinite.empirical import FiniteNetwork, LinearizedModel, monte_carlo_kernels
-from ntk_infinite.training import train
+from ntk_infinite.verify.empirical import FiniteNetwork, LinearizedModel, monte_carlo_kernels
+from ntk_infinite.verify.training import train
 from naive import naive_finite_forward, naive_kernels, naive_linear_gd_outputs
 from tolerances import (EXACT_RTOL, FALSE_ALARM, NETWORK_FD_ATOL, NETWORK_FD_RTOL, RK4_ATOL, RK4_RTOL, ROUNDING_ATOL,
                         ROUNDING_RTOL)
@@ -168,7 +168,7 @@ def test_monte_carlo_output_covariance_matches_analytic_nngp():
 
 def test_relative_error_falls_like_inverse_sqrt_width_light():
     """CI version of property 1: three widths, slope −0.5 within 0.1 plus 3.29 standard errors."""
-    from ntk_infinite.verify import EXPECTED_SLOPE, SLOPE_TOL, fit_slope
+    from ntk_infinite.verify.runners import EXPECTED_SLOPE, SLOPE_TOL, fit_slope
 
     arch = nk.parse_architecture(RELU2)
     X = _inputs(n=8)
@@ -187,7 +187,7 @@ def test_relative_error_falls_like_inverse_sqrt_width_light():
 def test_relative_error_slope_full_sweep(act):
     """Property 1: widths 64…4096, 16 networks each: slopes −0.5 ± 0.1 for NNGP and NTK."""
     from ntk_infinite.reports.convergence import _arch, activations
-    from ntk_infinite.verify import kernel_convergence, sample_data
+    from ntk_infinite.verify.runners import kernel_convergence, sample_data
 
     layer = dict(zip(("relu", "erf", "tanh", "user"), (layer for _, layer in activations())))[act]
     X, _, Xt, _ = sample_data(20, 10, seed=1)
@@ -279,7 +279,7 @@ def test_training_reduces_loss_and_output_scale_is_centred():
 
 def test_trained_wide_network_matches_analytic_predictor_light():
     """CI version of properties 2–3 on a one-hidden-layer network (cheap at any width)."""
-    from ntk_infinite.verify import FAIL, sample_data, training_agreement
+    from ntk_infinite.verify.runners import FAIL, sample_data, training_agreement
 
     X, y, Xt, _ = sample_data(12, 6, seed=2)
     res = training_agreement("Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1)", X, y, Xt, widths=(64, 256, 1024),
@@ -293,7 +293,7 @@ def test_trained_wide_network_matches_analytic_predictor_light():
 
 @pytest.mark.slow
 def test_trained_network_property_2_and_3_full():
-    from ntk_infinite.verify import PASS, sample_data, training_agreement
+    from ntk_infinite.verify.runners import PASS, sample_data, training_agreement
 
     X, y, Xt, _ = sample_data(20, 10, seed=3)
     res = training_agreement(RELU2, X, y, Xt, widths=(64, 128, 256, 512, 1024), samples=6, seed=3)
@@ -303,7 +303,7 @@ def test_trained_network_property_2_and_3_full():
 
 def test_output_scale_makes_training_lazy():
     """Chizat et al. 2019: relative parameter and (smooth activation) kernel changes fall like 1/α."""
-    from ntk_infinite.verify import output_scale_sweep
+    from ntk_infinite.verify.runners import output_scale_sweep
 
     X = _inputs(n=8)
     Y = np.sin(X[:, 0])

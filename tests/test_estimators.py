@@ -62,7 +62,7 @@ def test_classifier_is_argmax_of_one_hot_regression():
     names = np.array(["setosa", "versicolor", "virginica"])[y]
     clf = nk.KernelClassifier(ridge=1e-3).fit(X[tr], names[tr])
     onehot = np.eye(3)[y[tr]]
-    out = nk.predict.gd_mse(nk.estimators.DEFAULT_ARCH, X[tr], onehot, ridge=1e-3).predict(X[te]).mean
+    out = nk.predict.gd_mse(nk.solve.estimators.DEFAULT_ARCH, X[tr], onehot, ridge=1e-3).predict(X[te]).mean
     assert_allclose(clf.decision_function(X[te]), out, rtol=SAME_RTOL, atol=SAME_ATOL)
     assert np.array_equal(clf.predict(X[te]), np.array(["setosa", "versicolor", "virginica"])[np.argmax(out, axis=1)])
     # binary: the decision function is f1 - f0 and its sign gives the class
@@ -77,12 +77,12 @@ def test_pipeline_and_grid_search_over_arch_and_ridge(regression):
     arch_obj = nk.parse_architecture(DEPTH2)
     pipe = make_pipeline(StandardScaler(), nk.KernelRegressor())
     grid = {
-        "kernelregressor__arch": [nk.estimators.DEFAULT_ARCH, arch_obj],
+        "kernelregressor__arch": [nk.solve.estimators.DEFAULT_ARCH, arch_obj],
         "kernelregressor__ridge": [1e-3, 1e-1],
     }
     search = GridSearchCV(pipe, grid, cv=3).fit(X, y)
     assert set(search.cv_results_["param_kernelregressor__ridge"]) == {1e-3, 1e-1}
-    assert search.best_params_["kernelregressor__arch"] in (nk.estimators.DEFAULT_ARCH, arch_obj)
+    assert search.best_params_["kernelregressor__arch"] in (nk.solve.estimators.DEFAULT_ARCH, arch_obj)
     assert np.isfinite(search.predict(X[:5])).all()
     c = clone(nk.KernelRegressor(arch=arch_obj, ridge=0.5))
     assert c.arch == arch_obj and c.ridge == 0.5

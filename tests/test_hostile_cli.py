@@ -208,7 +208,7 @@ def _damage(root, how, rng):
 
 
 def _fresh_process_kernel(tmp_path, how, seed=0):
-    from ntk_infinite.codegen import cache_dir
+    from ntk_infinite.compiler.codegen import cache_dir
 
     warm = cache_dir()
     copy = tmp_path / "cache" / warm.name

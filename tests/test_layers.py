@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import ntk_infinite as nk
 from ntk_infinite.errors import ArchitectureError, KeywordOnlyError, ParameterError
-from ntk_infinite.layers import MAX_LAYERS
+from ntk_infinite.describe.layers import MAX_LAYERS
 
 from tolerances import EXACT_ATOL, EXACT_RTOL, ROUNDING_RTOL
 
@@ -207,7 +207,7 @@ def test_activation_subclass_without_fn_says_what_to_define():
     from dataclasses import dataclass
 
     @dataclass(frozen=True)
-    class Half(nk.layers.ActivationLayer):
+    class Half(nk.describe.layers.ActivationLayer):
         pass
 
     with pytest.raises(TypeError, match=r"Half is an ActivationLayer without fn\(x\): a subclass must define fn"):

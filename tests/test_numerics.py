@@ -6,7 +6,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from ntk_infinite._numerics import affine_pair, angle_pair, atan_any, atan_ratio, atan_unit
+from ntk_infinite.evaluate._numerics import affine_pair, angle_pair, atan_any, atan_ratio, atan_unit
 from tolerances import ATAN_RTOL, SMALL_ANGLE_ATOL, ULP_RTOL
 
 

@@ -14,7 +14,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 import ntk_infinite as nk
-from ntk_infinite.predict import SingularKernelError
+from ntk_infinite.solve.predict import SingularKernelError
 from naive import linear_model_gd, naive_gd_mse
 from tolerances import (ALGEBRA_ATOL, ALGEBRA_RTOL, LARGE_T_RTOL, PSD_RTOL, RIDGE_LIMIT_RTOL, ROUNDING_RTOL,
                         ULP_RTOL)

@@ -10,9 +10,9 @@ import pytest
 from numpy.testing import assert_allclose
 
 import ntk_infinite as nk
-from ntk_infinite import selection as S
-from ntk_infinite.gradients import kernel_gradients
-from ntk_infinite.predict import SingularKernelError
+from ntk_infinite.solve import selection as S
+from ntk_infinite.evaluate.gradients import kernel_gradients
+from ntk_infinite.solve.predict import SingularKernelError
 from naive import naive_log_marginal, naive_loo
 from tolerances import (EXACT_ATOL, EXACT_RTOL, KERNEL_FD_RTOL, KERNEL_FD_SERIES_RTOL, LOO_ATOL, LOO_RTOL, ML_RTOL,
                         ROUNDING_ATOL, ROUNDING_RTOL)
@@ -244,8 +244,8 @@ def test_sklearn_kernels_gradient_and_gp_fit(data, name):
 def test_closed_form_partials_match_finite_differences_of_the_dual(order):
     # The sympy-derived partials of an arc-cosine dual (step function for order 0, ReLU for 1)
     # against central differences of the dual's own NumPy references T and Ṫ.
-    from ntk_infinite.duals.arccos import rectified_monomial_dual
-    from ntk_infinite.duals.partials import dual_partials
+    from ntk_infinite.compiler.duals.arccos import rectified_monomial_dual
+    from ntk_infinite.compiler.duals.partials import dual_partials
 
     dual = rectified_monomial_dual(order)
     partials = dual_partials(dual)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 import ntk_infinite as nk
 from ntk_infinite.errors import ArchitectureError, ParameterError
-from ntk_infinite.layers import LAYER_REGISTRY, MAX_LAYERS
-from ntk_infinite.textform import MAX_NESTING
+from ntk_infinite.describe.layers import LAYER_REGISTRY, MAX_LAYERS
+from ntk_infinite.describe.textform import MAX_NESTING
 
 #: A rejected oversized repetition must be refused before it is expanded: far less memory than
 #: the MAX_LAYERS references it would take to expand even the smallest rejected one.

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 import ntk_infinite as nk
-from ntk_infinite import codegen
-from ntk_infinite.duals.base import Dual, PointResult
-from ntk_infinite.duals.quadrature import QuadratureDual
-from ntk_infinite.duals.series import SeriesDual
-from ntk_infinite.engine import Program
+from ntk_infinite.compiler import codegen
+from ntk_infinite.compiler.duals.base import Dual, PointResult
+from ntk_infinite.compiler.duals.quadrature import QuadratureDual
+from ntk_infinite.compiler.duals.series import SeriesDual
+from ntk_infinite.evaluate.engine import Program
 
 N_THREADS = 4
 

@@ -82,7 +82,7 @@ def test_probe_rejects_bad_callables_at_compile_time(make, match):
 
 
 def test_probe_covers_user_activation_subclasses():
-    class Bad(nk.layers.ActivationLayer):
+    class Bad(nk.describe.layers.ActivationLayer):
         def fn(self, x):
             return np.where(x < -1, np.nan, x)
 

@@ -7,7 +7,8 @@ import pytest
 from numpy.testing import assert_allclose
 
 import ntk_infinite as nk
-from ntk_infinite import cli, verify
+from ntk_infinite import cli
+from ntk_infinite.verify import runners as verify
 from ntk_infinite.results import Kernels
 from tolerances import ROUNDING_ATOL, STAT_Z
 

@@ -27,15 +27,15 @@ from .errors import (  # noqa: E402
     KernelUnderflowWarning,
     ParameterError,
 )
-from .cache import cache_info, clear_cache  # noqa: E402
+from .compiler.cache import cache_info, clear_cache  # noqa: E402
 from .kernel import CompiledKernel, compile  # noqa: E402
-from .layers import Activation, Architecture, Dense, Identity, ReLU, serial  # noqa: E402
+from .describe.layers import Activation, Architecture, Dense, Identity, ReLU, serial  # noqa: E402
 from .results import KernelDiag, Kernels  # noqa: E402
-from .textform import parse_architecture  # noqa: E402
-from . import predict  # noqa: E402
-from . import empirical  # noqa: E402
-from .selection import select  # noqa: E402
-from .activations import (  # noqa: E402
+from .describe.textform import parse_architecture  # noqa: E402
+from .solve import predict  # noqa: E402
+from .verify import empirical  # noqa: E402
+from .solve.selection import select  # noqa: E402
+from .describe.activations import (  # noqa: E402
     ABReLU, Abs, Cos, ELU, Erf, Exp, GELU, Gaussian, LeakyReLU, Mish, Monomial, Polynomial, RBF,
     RectifiedMonomial, SiLU, Sigmoid, Sign, Sin, Softplus, Step, Tanh,
 )
@@ -69,7 +69,7 @@ __all__ = [
     "predict",
     "empirical",
     "select",
-    # activations (ntk_infinite.activations)
+    # activations (ntk_infinite.describe.activations)
     "LeakyReLU", "ABReLU", "Abs", "Step", "Sign", "RectifiedMonomial", "Monomial", "Polynomial", "Erf",
     "GELU", "Sin", "Cos", "Gaussian", "Exp", "RBF", "Tanh", "Sigmoid", "Softplus", "SiLU", "ELU", "Mish",
 ]
@@ -79,11 +79,11 @@ def __getattr__(name):
     """Optional scikit-learn parts, imported on first use: ``nk.KernelRegressor``,
     ``nk.KernelClassifier`` and the ``nk.sklearn`` GP kernels."""
     if name in ("KernelRegressor", "KernelClassifier"):
-        from . import estimators
+        from .solve import estimators
 
         return getattr(estimators, name)
     if name == "sklearn":
         import importlib
 
-        return importlib.import_module(f"{__name__}.sklearn")
+        return importlib.import_module(f"{__name__}.solve.sklearn")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,8 +27,8 @@ from .errors import InputError
 #: Modules that add subcommands (missing optional ones are skipped).
 COMMAND_MODULES = (
     "ntk_infinite.cli",
-    "ntk_infinite.formula",
-    "ntk_infinite.verify",
+    "ntk_infinite.compiler.formula",
+    "ntk_infinite.verify.runners",
     "ntk_infinite.reports",
 )
 

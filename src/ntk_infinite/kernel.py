@@ -6,12 +6,12 @@ import pickle
 
 import numpy as np
 
-from .duals import resolve_dual
-from .engine import DEFAULT_TILE, Affine, Program, check_range, input_variances, pair_pass, point_pass
+from .compiler.duals import resolve_dual
+from .evaluate.engine import DEFAULT_TILE, Affine, Program, check_range, input_variances, pair_pass, point_pass
 from .errors import ArchitectureError, InputError, NotPicklableError, as_input_array, check_param
-from .layers import ActivationLayer, Architecture, Dense, Identity, Layer, serial
+from .describe.layers import ActivationLayer, Architecture, Dense, Identity, Layer, serial
 from .results import KernelDiag, Kernels, parse_get
-from .textform import parse_architecture
+from .describe.textform import parse_architecture
 
 __all__ = ["compile", "CompiledKernel", "as_architecture"]
 
@@ -23,7 +23,7 @@ def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - th
     ----------
     arch : Architecture, sequence of layers, or str
         A description built with :func:`~ntk_infinite.serial`, a list of layers, or the
-        one-line text form (see :mod:`ntk_infinite.textform`), e.g.
+        one-line text form (see :mod:`ntk_infinite.describe.textform`), e.g.
         ``"Dense(1.5, 0.1) > ReLU > Dense(1.5, 0.1)"``.
     tol : float
         Relative accuracy requested from numerical (non closed-form) duals.
@@ -186,14 +186,14 @@ class CompiledKernel:
         return Kernels(nngp=nngp, ntk=ntk, error_estimate=pts.error_estimate)
 
     def formula(self):
-        """The recursion layer by layer as sympy expressions (see :mod:`ntk_infinite.formula`)."""
-        from .formula import kernel_formula
+        """The recursion layer by layer as sympy expressions (see :mod:`ntk_infinite.compiler.formula`)."""
+        from .compiler.formula import kernel_formula
 
         return kernel_formula(self)
 
     def latex(self) -> str:
         """LaTeX rendering of :meth:`formula`."""
-        from .formula import kernel_latex
+        from .compiler.formula import kernel_latex
 
         return kernel_latex(self)
 

@@ -168,7 +168,7 @@ def measure_error(layer, pairs):
 def measure_speed(layer, n, repeats=3, seed=0):
     """(ns per entry-layer, truncation description) for 3*(Dense(1.5, 0.1) > φ) > Dense."""
     import ntk_infinite as nk
-    from ntk_infinite.engine import point_pass
+    from ntk_infinite.evaluate.engine import point_pass
 
     arch = nk.serial(*(3 * [nk.Dense(w_std=1.5, b_std=0.1), layer]), nk.Dense(w_std=1.5, b_std=0.1))
     kernel = nk.compile(arch)
@@ -223,7 +223,7 @@ def tanh_target(quick: bool):
     (full mode) the relative error of 4 entries against the recursion with every activation by
     :func:`reference_dual`."""
     import ntk_infinite as nk
-    from ntk_infinite.engine import point_pass
+    from ntk_infinite.evaluate.engine import point_pass
 
     n = 300 if quick else 1000
     X = np.random.default_rng(0).standard_normal((n, 64))
@@ -312,6 +312,6 @@ def write_table(out_dir: pathlib.Path, quick: bool = False, progress: bool = Tru
 
 
 def _route_of(layer) -> str:
-    from ..duals import resolve_dual
+    from ..compiler.duals import resolve_dual
 
     return resolve_dual(layer, 1e-10).route

@@ -4,7 +4,7 @@ For ReLU, erf, tanh and one user-defined activation (φ(x) = x·σ(x), the swish
 Python callable), networks ``Dense(1.4, 0.1) > φ > Dense(1.4, 0.1) > φ > Dense(1.4, 0.1)`` of widths
 64 … 4096 are drawn at random, 16 per width, and their empirical kernels on 30 points of
 the shipped breast-cancer data are compared with the compiled analytic kernels
-(:func:`ntk_infinite.verify.kernel_convergence`). Expected: the RMS relative Frobenius error
+(:func:`ntk_infinite.verify.runners.kernel_convergence`). Expected: the RMS relative Frobenius error
 falls as width^−1/2 (fitted slope −0.5 ± 0.1) and the Monte-Carlo mean agrees with the
 analytic kernel within its standard error.
 
@@ -47,10 +47,10 @@ def _library_layer(name: str, reference):
     else ``Activation(reference)`` (the series route)."""
     import importlib
 
-    from ..layers import LAYER_REGISTRY, Activation
+    from ..describe.layers import LAYER_REGISTRY, Activation
 
     try:  # the closed-form activation library registers its layers on import
-        importlib.import_module("ntk_infinite.activations")
+        importlib.import_module("ntk_infinite.describe.activations")
     except Exception:  # absent or broken: fall back to Activation(reference)
         pass
     cls = LAYER_REGISTRY.get(name.lower())
@@ -69,7 +69,7 @@ def activations() -> list:
     """``[(label, layer), …]``: ReLU, erf, tanh (library layers when available) and a user function."""
     from scipy.special import erf
 
-    from ..layers import Activation, ReLU
+    from ..describe.layers import Activation, ReLU
 
     return [
         ("ReLU", ReLU()),
@@ -80,7 +80,7 @@ def activations() -> list:
 
 
 def _arch(layer):
-    from ..layers import Dense, serial
+    from ..describe.layers import Dense, serial
 
     return serial(Dense(w_std=1.4, b_std=0.1), layer, Dense(w_std=1.4, b_std=0.1), layer, Dense(w_std=1.4, b_std=0.1))
 
@@ -88,7 +88,7 @@ def _arch(layer):
 def write_table(out_dir: pathlib.Path, quick: bool = False) -> pathlib.Path:
     """Run the convergence sweep and write ``out_dir/convergence.md`` (+ ``convergence.png``)."""
     from ..kernel import compile as compile_kernel
-    from ..verify import EXPECTED_SLOPE, SLOPE_TOL, kernel_convergence, sample_data
+    from ..verify.runners import EXPECTED_SLOPE, SLOPE_TOL, kernel_convergence, sample_data
 
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

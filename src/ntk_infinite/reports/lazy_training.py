@@ -51,7 +51,7 @@ SCALE_SEEDS = 6
 
 def _arch(template: str):
     """Parse a template; ``{tanh}`` becomes the library's Tanh layer or Activation(np.tanh)."""
-    from ..layers import Dense, ReLU, serial
+    from ..describe.layers import Dense, ReLU, serial
     from .convergence import _library_layer
 
     tanh = _library_layer("Tanh", np.tanh)
@@ -74,7 +74,7 @@ def _rms(a, axis=-1):
 
 def write_table(out_dir: pathlib.Path, quick: bool = False) -> pathlib.Path:
     """Run the training sweeps and write ``out_dir/lazy_training.md`` (+ ``lazy_training.png``)."""
-    from ..verify import EXPECTED_SLOPE, SLOPE_TOL, fit_slope, output_scale_sweep, sample_data, training_agreement
+    from ..verify.runners import EXPECTED_SLOPE, SLOPE_TOL, fit_slope, output_scale_sweep, sample_data, training_agreement
 
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

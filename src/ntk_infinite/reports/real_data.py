@@ -17,7 +17,7 @@ Methods, each tuned by inner cross-validation on the outer training folds only:
 The kernels are exact, data-independent functions of pairs, so each Gram matrix is
 computed once on the full data and indexed by every split. Each (kernel, inner split)
 needs one eigendecomposition for the whole ridge grid
-(:func:`ntk_infinite.selection.ridge_path`). Outer 5-fold CV (stratified for
+(:func:`ntk_infinite.solve.selection.ridge_path`). Outer 5-fold CV (stratified for
 classification), mean ± std over the folds; paired differences decide whether the
 infinite network beats the tuned RBF kernel, the question Arora et al. (2020) answered
 over 90 UCI data sets.
@@ -111,7 +111,7 @@ def _krr_scores(K, y, tr, te, ridges_rel, task, classes):
     Returns (primary, secondary): accuracy and −MSE of the one-hot outputs (classification)
     or R²-equivalent −MSE twice (regression); larger is better.
     """
-    from ..selection import ridge_path
+    from ..solve.selection import ridge_path
 
     Y, mu, sd = _targets(y[tr], task, classes)
     Ktr = K[np.ix_(tr, tr)]
@@ -150,7 +150,7 @@ def _test_score(pred, truth, task):
 
 
 def _krr_outer(K, y, tr, te, ridge_rel, task, classes):
-    from ..selection import ridge_path
+    from ..solve.selection import ridge_path
 
     Y, mu, sd = _targets(y[tr], task, classes)
     Ktr = K[np.ix_(tr, tr)]

@@ -10,13 +10,13 @@ r"""Activations given as sympy expressions, and the route choice for ``Activatio
 
 The dual is then chosen (:func:`resolve_activation`):
 
-1. a polynomial → :class:`~ntk_infinite.duals.series.PolynomialDual` (exact Gaussian moments);
+1. a polynomial → :class:`~ntk_infinite.compiler.duals.series.PolynomialDual` (exact Gaussian moments);
 2. a function that is bⁿxⁿ for x > 0 and a'(−x)ⁿ for x < 0 (piecewise linear with its kink at
    0, n = 1, steps and signs, n = 0, rectified monomials) →
-   :class:`~ntk_infinite.duals.arccos.ArcCosineDual` (exact);
+   :class:`~ntk_infinite.compiler.duals.arccos.ArcCosineDual` (exact);
 3. any other kinked expression → the kink-aware quadrature route;
 4. a smooth expression whose Price derivation closes (erf-, Gaussian-, sinusoid- and
-   exponential-type terms) → :class:`~ntk_infinite.duals.closed_forms.ClosedFormDual`;
+   exponential-type terms) → :class:`~ntk_infinite.compiler.duals.closed_forms.ClosedFormDual`;
 5. otherwise the Hermite series, with Ṫ from the series of the sympy derivative.
 
 ``Activation(fn)`` with a NumPy callable goes to the quadrature route when it declares
@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from ..errors import ParameterError
+from ...errors import ParameterError
 from .arccos import ArcCosineDual
 from .closed_forms import NotClosedForm, closed_form_dual_from_expression
 from .series import PolynomialDual, SeriesDual
@@ -139,7 +139,7 @@ def classify(expr: sp.Expr, x: sp.Symbol):
 
 
 def resolve_activation(layer, tol: float):
-    """The dual of an :class:`~ntk_infinite.layers.Activation` layer (see the module docstring)."""
+    """The dual of an :class:`~ntk_infinite.describe.layers.Activation` layer (see the module docstring)."""
     expr = getattr(layer, "expr", None)
     if expr is None:
         if layer.kinks:

@@ -1,7 +1,7 @@
 r"""Symbolic Gaussian calculus: the duals of activations derived by sympy.
 
 Everything here runs once per activation *family* at compile time (results cached on disk
-by :mod:`ntk_infinite.duals.closed_forms`). With (u, v) ~ N(0, [[q₁, c], [c, q₂]]):
+by :mod:`ntk_infinite.compiler.duals.closed_forms`). With (u, v) ~ N(0, [[q₁, c], [c, q₂]]):
 
 * **Gaussian class.** For φ(x) = Σᵢ Pᵢ(x) exp(αᵢx + βᵢx²) (Pᵢ polynomials; sin, cos and exp are
   rewritten as complex exponentials) the moment generating function of the bivariate

@@ -48,7 +48,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import roots_hermitenorm
 
-from ..errors import warn_accuracy
+from ...errors import warn_accuracy
 from .base import Dual, PointResult
 from .guards import check_growth, check_moments, check_node_values
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import CacheWarning
+from ..errors import CacheWarning
 
 __all__ = [
     "CacheInfo",
@@ -54,7 +54,7 @@ __all__ = [
     "write_entry",
 ]
 
-_PKG_DIR = Path(__file__).resolve().parent
+_PKG_DIR = Path(__file__).resolve().parents[1]  # the ntk_infinite package
 #: Package files that only present results (nothing imported by the numerical code).
 _NOT_HASHED = ("cli.py", "reports/")
 _HEADER = b"# ntk_infinite cache entry sha256="
@@ -90,7 +90,7 @@ def fingerprint() -> str:
     import numba
     import sympy
 
-    from . import __version__
+    from .. import __version__
 
     h = hashlib.sha256(f"{__version__}|{sympy.__version__}|{numba.__version__}|{sys.version_info[:2]}".encode())
     for path in hashed_sources():

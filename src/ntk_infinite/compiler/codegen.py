@@ -12,7 +12,7 @@ The cache lives in ``$NTK_INFINITE_CACHE_DIR/<fingerprint>``, else in
 ``~/.cache/ntk_infinite/<fingerprint>``; if that is not writable, a temporary directory is
 used (with a :class:`~ntk_infinite.errors.CacheWarning`) and removed at exit. Every entry
 carries a checksum and is written atomically; a damaged entry, or damaged Numba cache files,
-are rebuilt with one warning per process. Details in :mod:`ntk_infinite.cache`; inspect or
+are rebuilt with one warning per process. Details in :mod:`ntk_infinite.compiler.cache`; inspect or
 empty the cache with :func:`ntk_infinite.cache_info` / :func:`ntk_infinite.clear_cache` or
 ``ntk-infinite cache --info | --clear``.
 """
@@ -58,7 +58,7 @@ def load_module(source: str, prefix: str = "gen"):
     written concurrently by another process), a different one replaced (with a
     :class:`~ntk_infinite.errors.CacheWarning`). The module is compiled from the text in
     memory, so no ``.pyc`` is involved; its jitted functions recompile if Numba's cache
-    files are unreadable (:func:`ntk_infinite.cache.guard_numba_cache`).
+    files are unreadable (:func:`ntk_infinite.compiler.cache.guard_numba_cache`).
     """
     digest = hashlib.sha256(source.encode()).hexdigest()[:20]
     name = f"_ntk_infinite_{prefix}_{digest}"

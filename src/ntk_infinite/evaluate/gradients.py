@@ -15,7 +15,7 @@ Lee et al. 2019) is carried together with its tangents, one per parameter p:
 
 with the per-point variances q and their tangents dq from the per-point recursion
 q ← V(q), dq ← V'(q) dq. The partials of each dual come from
-:mod:`ntk_infinite.duals.partials`. The work is O(P·n₁·n₂·L) for P = 2·(number of Dense
+:mod:`ntk_infinite.compiler.duals.partials`. The work is O(P·n₁·n₂·L) for P = 2·(number of Dense
 layers); rows are processed in blocks so memory stays bounded.
 """
 
@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .duals.partials import dual_partials
+from ..compiler.duals.partials import dual_partials
 from .engine import Affine
-from .errors import InputError, as_input_array
-from .kernel import CompiledKernel, compile
-from .layers import Dense
-from .results import parse_get
+from ..errors import InputError, as_input_array
+from ..kernel import CompiledKernel, compile
+from ..describe.layers import Dense
+from ..results import parse_get
 
 __all__ = ["KernelGradients", "kernel_gradients", "parameter_names", "dense_layers"]
 
@@ -143,7 +143,7 @@ def kernel_gradients(kernel, X1, X2=None, *, get=("nngp", "ntk")) -> KernelGradi
     Examples
     --------
     >>> import numpy as np, ntk_infinite as nk
-    >>> from ntk_infinite.gradients import kernel_gradients
+    >>> from ntk_infinite.evaluate.gradients import kernel_gradients
     >>> g = kernel_gradients("Dense(1.5, 0.1) > ReLU > Dense(1.5, 0.1)", np.eye(3))
     >>> g.parameters
     ('layers[0].w_std', 'layers[0].b_std', 'layers[2].w_std', 'layers[2].b_std')

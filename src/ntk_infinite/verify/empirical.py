@@ -38,7 +38,7 @@ framework):
   memory at a time, with the per-seed kernels for standard errors;
 * :class:`LinearizedModel`: :math:`f_{lin}(\theta) = f(\theta_0) + J(\theta_0)(\theta-\theta_0)`.
 
-Training lives in :mod:`ntk_infinite.training`.
+Training lives in :mod:`ntk_infinite.verify.training`.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ArchitectureError, InputError, ParameterError, as_input_array, check_param
-from .kernel import as_architecture
-from .layers import ActivationLayer, Dense
+from ..errors import ArchitectureError, InputError, ParameterError, as_input_array, check_param
+from ..kernel import as_architecture
+from ..describe.layers import ActivationLayer, Dense
 
 __all__ = [
     "FiniteNetwork",
@@ -451,7 +451,7 @@ class LinearizedModel:
         f_{lin}(x; \theta) = f(x; \theta_0) + J(x; \theta_0)\,(\theta - \theta_0).
 
     It exposes the same ``apply`` / ``vjp`` / ``ntk`` interface as :class:`FiniteNetwork`, so
-    :func:`ntk_infinite.training.train` trains it the same way; its NTK is constant.
+    :func:`ntk_infinite.verify.training.train` trains it the same way; its NTK is constant.
     """
 
     def __init__(self, network: FiniteNetwork, theta0):
@@ -540,7 +540,7 @@ def monte_carlo_kernels(arch, X1, X2=None, *, width=None, seeds: int | Sequence 
     -------
     MonteCarloKernels
     """
-    from .results import parse_get
+    from ..results import parse_get
 
     want_nngp, want_ntk = parse_get(get)
     X1 = as_input_array(X1, "X1")

@@ -5,7 +5,7 @@ r"""Infinite-width NNGP and NTK as scikit-learn Gaussian-process kernels.
 of a given depth whose Dense layers share one weight scale ``w_std`` and one bias scale
 ``b_std`` (the hyperparameters). ``eval_gradient=True`` returns the exact derivatives
 with respect to log w_std and log b_std, computed in forward mode through the recursion
-(:mod:`ntk_infinite.gradients`), so :class:`~sklearn.gaussian_process.GaussianProcessRegressor`
+(:mod:`ntk_infinite.evaluate.gradients`), so :class:`~sklearn.gaussian_process.GaussianProcessRegressor`
 can fit them by maximum marginal likelihood (Lee et al. 2018; Novak et al. 2020 use
 the same kernels as GP priors):
 
@@ -15,7 +15,7 @@ the same kernels as GP priors):
     \qquad
     \frac{\partial K}{\partial \log\sigma_b} = \sigma_b \sum_{l} \frac{\partial K}{\partial \sigma_{b,l}}.
 
-This module needs scikit-learn; import it as ``ntk_infinite.sklearn`` (or ``nk.sklearn``).
+This module needs scikit-learn; import it as ``ntk_infinite.solve.sklearn`` (or ``nk.sklearn``).
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ try:
     from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError(
-        "ntk_infinite.sklearn needs scikit-learn; install it with `pip install ntk_infinite[sklearn]`."
+        "ntk_infinite.solve.sklearn needs scikit-learn; install it with `pip install ntk_infinite[sklearn]`."
     ) from exc
 
-from .errors import ArchitectureError, check_param
-from .gradients import kernel_gradients
-from .kernel import compile
-from .layers import LAYER_REGISTRY
+from ..errors import ArchitectureError, check_param
+from ..evaluate.gradients import kernel_gradients
+from ..kernel import compile
+from ..describe.layers import LAYER_REGISTRY
 
 __all__ = ["NNGPKernel", "NTKKernel"]
 
@@ -132,7 +132,7 @@ class NNGPKernel(_InfiniteWidthKernel):
     --------
     >>> import numpy as np
     >>> from sklearn.gaussian_process import GaussianProcessRegressor
-    >>> from ntk_infinite.sklearn import NNGPKernel
+    >>> from ntk_infinite.solve.sklearn import NNGPKernel
     >>> X = np.random.default_rng(0).standard_normal((30, 2)); y = np.sin(X[:, 0])
     >>> gp = GaussianProcessRegressor(NNGPKernel(depth=2), alpha=1e-4).fit(X, y)
     >>> bool(gp.kernel_.w_std > 0)

@@ -47,9 +47,9 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg import lapack
 
-from .errors import IllConditionedWarning, InputError, ParameterError, as_input_array, check_param
-from .kernel import CompiledKernel, compile
-from .results import Kernels
+from ..errors import IllConditionedWarning, InputError, ParameterError, as_input_array, check_param
+from ..kernel import CompiledKernel, compile
+from ..results import Kernels
 
 __all__ = ["gd_mse", "gd_mse_from_gram", "GDPredictor", "GramPredictor", "Prediction", "SingularKernelError"]
 

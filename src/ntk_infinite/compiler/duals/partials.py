@@ -1,6 +1,6 @@
 r"""Partial derivatives of the duals (T, Ṫ) for forward-mode kernel derivatives.
 
-The forward-mode recursion of :mod:`ntk_infinite.gradients` needs, for every activation
+The forward-mode recursion of :mod:`ntk_infinite.evaluate.gradients` needs, for every activation
 step and every pair of inputs, the partials of both maps with respect to their three
 arguments (Lee et al. 2018, 2019 write the recursion; the chain rule is ours):
 
@@ -46,7 +46,7 @@ import numpy as np
 import sympy as sp
 
 from ..codegen import cached_text
-from ..errors import ArchitectureError
+from ...errors import ArchitectureError
 from .base import Dual
 from .series import SeriesDual, hermite_coefficients
 

@@ -4,7 +4,7 @@ r"""Model selection for kernel regression with the NNGP or NTK.
   whole grid of ridges from one eigendecomposition.
 * :func:`log_marginal_likelihood`: the GP log marginal likelihood with the NNGP or NTK as
   covariance, and its exact gradient with respect to every Dense layer's w_std and b_std
-  (forward mode through the recursion, :mod:`ntk_infinite.gradients`) and the ridge.
+  (forward mode through the recursion, :mod:`ntk_infinite.evaluate.gradients`) and the ridge.
 * :func:`select`: the best architecture and ridge over a grid, by either criterion.
 
 The ridge λ is absolute: the regularised training matrix is K + λI.
@@ -20,9 +20,9 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg import lapack
 
-from .errors import IllConditionedWarning, InputError, ParameterError, as_input_array, check_param
-from .kernel import CompiledKernel, compile
-from .layers import Dense, ReLU, serial
+from ..errors import IllConditionedWarning, InputError, ParameterError, as_input_array, check_param
+from ..kernel import CompiledKernel, compile
+from ..describe.layers import Dense, ReLU, serial
 from .predict import COND_TARGET, COND_WARN, NULL_N_FACTOR, SingularKernelError, gd_mse, user_stacklevel
 
 __all__ = [
@@ -270,12 +270,12 @@ def log_marginal_likelihood(kernel, X, y, *, ridge: float = 1e-6, get: str = "nn
     Y = _targets(y, X.shape[0])
     n, k = Y.shape
     if eval_gradient:
-        from .gradients import kernel_gradients
+        from ..evaluate.gradients import kernel_gradients
 
         g = kernel_gradients(compiled, X, get=get)
         K, dK, names = getattr(g, get), getattr(g, f"d_{get}"), g.parameters
     else:
-        from .gradients import parameter_names
+        from ..evaluate.gradients import parameter_names
 
         K, dK, names = getattr(compiled(X, get=get), get), None, parameter_names(compiled.architecture)
     A = K + ridge * np.eye(n)
@@ -364,7 +364,7 @@ class Selection:
     results: tuple
 
     def predictor(self, X_train, y_train):
-        """:func:`~ntk_infinite.predict.gd_mse` with the selected architecture and ridge."""
+        """:func:`~ntk_infinite.solve.predict.gd_mse` with the selected architecture and ridge."""
         return gd_mse(compile(self.architecture), X_train, y_train, ridge=self.ridge)
 
 
@@ -426,7 +426,7 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
     X = as_input_array(X, "X")
     archs = list(archs) if not isinstance(archs, (str, CompiledKernel)) and not hasattr(archs, "layers") else [archs]
     if not archs:
-        raise ParameterError("archs is empty; pass at least one architecture (e.g. nk.selection.relu_architectures()).")
+        raise ParameterError("archs is empty; pass at least one architecture (e.g. nk.solve.selection.relu_architectures()).")
     if task == "classification":
         labels = np.asarray(y).ravel()
         if labels.shape[0] != X.shape[0]:

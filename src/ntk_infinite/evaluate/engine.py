@@ -40,10 +40,10 @@ import numba
 import numpy as np
 from scipy.linalg.blas import dsyrk
 
-from .codegen import load_module
-from .duals.base import Dual
-from .engine_source import build_engine_source
-from .errors import KernelOverflowError, KernelUnderflowWarning
+from ..compiler.codegen import load_module
+from ..compiler.duals.base import Dual
+from ..compiler.engine_source import build_engine_source
+from ..errors import KernelOverflowError, KernelUnderflowWarning
 
 __all__ = ["Affine", "Program", "PointData", "point_pass", "pair_pass", "scale_rows", "check_range", "DEFAULT_TILE"]
 

@@ -1,7 +1,7 @@
 r"""scikit-learn estimators: an infinitely wide network trained by gradient descent.
 
 :class:`KernelRegressor` and :class:`KernelClassifier` wrap
-:func:`ntk_infinite.predict.gd_mse` in the estimator contract (``__init__`` only stores
+:func:`ntk_infinite.solve.predict.gd_mse` in the estimator contract (``__init__`` only stores
 its arguments, ``fit`` validates and returns ``self``, learned state ends in ``_``), so
 they work in ``Pipeline`` and ``GridSearchCV``, including a grid over ``arch`` (an
 :class:`~ntk_infinite.Architecture` or its text form) and ``ridge``.
@@ -39,9 +39,9 @@ except ImportError:  # pragma: no cover - scikit-learn < 1.6
         return estimator._validate_data(*args, **kwargs)
 
 
-from .errors import InputError, ParameterError, check_param
-from .kernel import CompiledKernel, compile
-from .layers import Architecture
+from ..errors import InputError, ParameterError, check_param
+from ..kernel import CompiledKernel, compile
+from ..describe.layers import Architecture
 from .predict import gd_mse
 
 __all__ = ["KernelRegressor", "KernelClassifier", "DEFAULT_ARCH"]
@@ -132,7 +132,7 @@ class KernelRegressor(RegressorMixin, _InfiniteNetwork):
 
     Attributes
     ----------
-    predictor_ : ntk_infinite.predict.GDPredictor
+    predictor_ : ntk_infinite.solve.predict.GDPredictor
         Holds the training Gram matrices and their factorisations.
     n_features_in_ : int
 
@@ -177,7 +177,7 @@ class KernelClassifier(ClassifierMixin, _InfiniteNetwork):
     Attributes
     ----------
     classes_ : ndarray
-    predictor_ : ntk_infinite.predict.GDPredictor
+    predictor_ : ntk_infinite.solve.predict.GDPredictor
     n_features_in_ : int
 
     Notes

@@ -16,7 +16,7 @@ Examples::
 
 ``parse_architecture(arch.to_text()) == arch`` for every architecture the text form can express.
 
-Limits: at most :data:`~ntk_infinite.layers.MAX_LAYERS` layers after expansion (the total is
+Limits: at most :data:`~ntk_infinite.describe.layers.MAX_LAYERS` layers after expansion (the total is
 computed before any repetition is expanded) and repetitions nested at most
 :data:`MAX_NESTING` deep. Every malformed text raises
 :class:`~ntk_infinite.errors.ArchitectureError` (or :class:`~ntk_infinite.errors.ParameterError`
@@ -30,7 +30,7 @@ import dataclasses
 import inspect
 import re
 
-from .errors import ArchitectureError
+from ..errors import ArchitectureError
 from .layers import LAYER_REGISTRY, MAX_LAYERS, Architecture, serial
 
 __all__ = ["parse_architecture", "MAX_NESTING"]
@@ -43,7 +43,7 @@ _TOKEN = re.compile(r"\s*(?:(?P<rep>\d+)\s*\*\s*\(|(?P<name>[A-Za-z_][A-Za-z0-9_
 
 
 def parse_architecture(text: str) -> Architecture:
-    """Parse the one-line text form into an :class:`~ntk_infinite.layers.Architecture`.
+    """Parse the one-line text form into an :class:`~ntk_infinite.describe.layers.Architecture`.
 
     The text is first read into a tree (each layer built once, repetitions kept as counts), its
     expanded size checked against ``MAX_LAYERS``, and only then expanded.
@@ -62,7 +62,7 @@ def parse_architecture(text: str) -> Architecture:
     if total > MAX_LAYERS:
         raise ArchitectureError(
             f"The architecture text {_clip(text)} would have {total} layers; at most MAX_LAYERS = {MAX_LAYERS} "
-            "are allowed (ntk_infinite.layers.MAX_LAYERS). Check the repetition counts N*(...) for a typo."
+            "are allowed (ntk_infinite.describe.layers.MAX_LAYERS). Check the repetition counts N*(...) for a typo."
         )
     return serial(*_expand(items))
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import warn_accuracy
+from ...errors import warn_accuracy
 from .base import Dual, PointResult
 from .guards import check_growth, check_moments, check_node_values
 

@@ -107,7 +107,7 @@ class Dual(abc.ABC, metaclass=_FrozenAfterInit):
     route: str = ""
     #: n when φ(λx) = λⁿφ(x) for λ > 0 (then T and Ṫ are homogeneous of degrees n and n − 1
     #: in the variances, and the engine may pass variances in units of a power of 4, see
-    #: :func:`ntk_infinite.engine.point_pass`); None when the dual needs the actual variances.
+    #: :func:`ntk_infinite.evaluate.engine.point_pass`); None when the dual needs the actual variances.
     homogeneous_degree: int | None = None
 
     def __setattr__(self, name, value):

@@ -20,7 +20,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from .errors import ArchitectureError, KeywordOnlyError, check_param
+from ..errors import ArchitectureError, KeywordOnlyError, check_param
 
 __all__ = [
     "Layer",
@@ -202,7 +202,7 @@ class Activation(ActivationLayer):
     r"""Any elementwise activation given as a vectorised NumPy callable.
 
     The dual is computed numerically (the Mehler/Hermite series route; see
-    :mod:`ntk_infinite.duals.series`), with an error estimate; a result that misses the
+    :mod:`ntk_infinite.compiler.duals.series`), with an error estimate; a result that misses the
     tolerance raises an :class:`~ntk_infinite.errors.AccuracyWarning`.
 
     Parameters
@@ -211,7 +211,7 @@ class Activation(ActivationLayer):
         ``fn(x)`` elementwise on float64 arrays, or a sympy expression in one symbol (then
         ``dfn`` comes from sympy differentiation, kinks from its Piecewise/Max/Min/Abs/
         Heaviside/sign atoms, and polynomial or piecewise-linear expressions get exact
-        closed forms; see :mod:`ntk_infinite.duals.symbolic`).
+        closed forms; see :mod:`ntk_infinite.compiler.duals.symbolic`).
     dfn : callable, optional
         Its derivative. When omitted, :math:`\dot T` is obtained exactly from the
         coefficients of ``fn`` by Gaussian integration by parts (Stein's lemma), which holds
@@ -236,9 +236,9 @@ class Activation(ActivationLayer):
 
     def __init__(self, fn: Callable, dfn: Callable | None = None, name: str | None = None, kinks=()):
         # A sympy expression in one symbol: fn/dfn generated, kinks read off the expression
-        # (see ntk_infinite.duals.symbolic).
+        # (see ntk_infinite.compiler.duals.symbolic).
         expr = None
-        from .duals.symbolic import activation_parts, is_sympy_expression
+        from ..compiler.duals.symbolic import activation_parts, is_sympy_expression
 
         # Remembered for pickling: a derivative generated from an expression is rebuilt, not stored.
         object.__setattr__(self, "_given_dfn", dfn)
@@ -467,5 +467,5 @@ def _check_layer_count(count: int, where: str = "The architecture") -> None:
     if count > MAX_LAYERS:
         raise ArchitectureError(
             f"{where} would have {count} layers; at most MAX_LAYERS = {MAX_LAYERS} are allowed "
-            "(ntk_infinite.layers.MAX_LAYERS). Check repetition counts such as N*(...) for a typo."
+            "(ntk_infinite.describe.layers.MAX_LAYERS). Check repetition counts such as N*(...) for a typo."
         )

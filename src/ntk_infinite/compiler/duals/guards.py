@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ActivationError
+from ...errors import ActivationError
 
 __all__ = ["PROBE_X", "probe_activation", "check_node_values", "check_moments", "check_growth"]
 

@@ -120,8 +120,8 @@ def kernel_formula(kernel) -> KernelFormula:
     >>> print(f.steps[0].nngp)
     Eq(Sigma_1(x, x'), 2.25*Sigma_0(x, x') + 0.01)
     """
-    from .engine import Affine
-    from .layers import Identity
+    from ..evaluate.engine import Affine
+    from ..describe.layers import Identity
 
     q1, q2, c = sp.symbols("q_1 q_2 c", positive=True)
     layers = [layer for layer in kernel.architecture if not isinstance(layer, Identity)]

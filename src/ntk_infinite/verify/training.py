@@ -1,6 +1,6 @@
 r"""Full-batch training of finite networks, and the analytic predictor it is compared with.
 
-Loss convention of the solvers (:mod:`ntk_infinite.predict`): the sum
+Loss convention of the solvers (:mod:`ntk_infinite.solve.predict`): the sum
 :math:`L(\theta) = \tfrac12\sum_i \|f(x_i;\theta) - y_i\|^2`, and time enters as η·t.
 
 * ``method="gd"``: gradient descent, :math:`\theta \leftarrow \theta - \eta\nabla L(\theta)`,
@@ -10,7 +10,7 @@ Loss convention of the solvers (:mod:`ntk_infinite.predict`): the sum
   largest eigenvalue of the empirical NTK, so the integration error is far below the
   finite-width effects being measured. In function space the linearised dynamics are
   :math:`\dot f = -\eta\hat\Theta(f - y)` (Jacot et al. 2018), which the analytic predictor
-  (:func:`ntk_infinite.predict.gd_mse_from_gram`) solves exactly.
+  (:func:`ntk_infinite.solve.predict.gd_mse_from_gram`) solves exactly.
 
 An *output scale* α (Chizat, Oyallon & Bach 2019) trains
 :math:`g(x;\theta) = \alpha\,(f(x;\theta) - f(x;\theta_0))` (centred with ``center=True``) on the
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .empirical import thin_blas
-from .errors import InputError, ParameterError, as_input_array, check_param
+from ..errors import InputError, ParameterError, as_input_array, check_param
 
 __all__ = ["TrainingResult", "train"]
 
@@ -63,7 +63,7 @@ class TrainingResult:
 def train(model, theta0, X, Y, *, learning_rate: float, t: float, method: str = "flow",
           step_size: float | None = None, X_test=None, output_scale: float = 1.0,
           center: bool = False) -> TrainingResult:
-    r"""Train a :class:`~ntk_infinite.empirical.FiniteNetwork` (or a ``LinearizedModel``) on MSE.
+    r"""Train a :class:`~ntk_infinite.verify.empirical.FiniteNetwork` (or a ``LinearizedModel``) on MSE.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 r"""Verification of the analytic kernels against finite networks, and ``ntk-infinite verify``.
 
-Three properties, each measured on real finite networks (:mod:`ntk_infinite.empirical`):
+Three properties, each measured on real finite networks (:mod:`ntk_infinite.verify.empirical`):
 
 1. **Kernel convergence.** The per-network relative Frobenius error of the empirical NNGP and
    NTK, :math:`\|\hat K_\theta - K\|_F/\|K\|_F`, is a Monte-Carlo fluctuation of variance
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .empirical import FiniteNetwork, as_architecture, thin_blas
-from .errors import InputError, ParameterError, as_input_array, check_param
-from .predict import gd_mse_from_gram
+from ..errors import InputError, ParameterError, as_input_array, check_param
+from ..solve.predict import gd_mse_from_gram
 from .training import train
 
 __all__ = [
@@ -225,7 +225,7 @@ def kernel_convergence(arch, X, *, widths=DEFAULT_WIDTHS, samples: int = 16, ana
         Root of the seeds; network s at width w uses ``SeedSequence([seed, w, s])``.
     progress : callable(done, total), optional
     """
-    from .kernel import compile as compile_kernel
+    from ..kernel import compile as compile_kernel
 
     arch = as_architecture(arch)
     X = as_input_array(X, "X")
@@ -368,7 +368,7 @@ def training_agreement(arch, X, Y, X_test, *, widths=DEFAULT_TRAIN_WIDTHS, sampl
     analytic : Kernels, optional
         Analytic kernels on the stacked inputs ``[X; X_test]``.
     """
-    from .kernel import compile as compile_kernel
+    from ..kernel import compile as compile_kernel
 
     arch = as_architecture(arch)
     X = as_input_array(X, "X")
@@ -485,7 +485,7 @@ def output_scale_sweep(arch, X, Y, *, width: int = 64, alphas=(0.5, 1, 2, 4, 8, 
     alphas = tuple(float(check_param("output_scale_sweep", "alphas", a, low=0.0, low_open=True)) for a in alphas)
     net = FiniteNetwork(arch, X.shape[1], width=width, n_outputs=Y.shape[1])
     if eta_t is None:
-        from .kernel import compile as compile_kernel
+        from ..kernel import compile as compile_kernel
 
         eta_t = default_training_time(compile_kernel(arch)(X).ntk)
     A, S = len(alphas), samples
@@ -529,7 +529,7 @@ def sample_data(n_train: int = 20, n_test: int = 10, seed: int = 0, path: str | 
     n_train = check_param("sample_data", "n_train", n_train, low=1, integer=True)
     n_test = check_param("sample_data", "n_test", n_test, low=1, integer=True)
     if path is None:
-        from .datasets import load_breast_cancer
+        from ..datasets import load_breast_cancer
 
         data = load_breast_cancer()
         X, y, name = data.X, 2.0 * data.y - 1.0, "y"
@@ -550,7 +550,7 @@ def sample_data(n_train: int = 20, n_test: int = 10, seed: int = 0, path: str | 
 
 def _split_target(path: str, target):
     """(features, target column, its description) of a data table; ``target`` by name or index."""
-    from .cli import read_table
+    from ..cli import read_table
 
     table, names = read_table(path)
     table = np.asarray(table, dtype=np.float64)
@@ -650,10 +650,10 @@ def training_markdown(res: TrainingAgreement, samples: int) -> str:
 def _cmd_verify(args) -> int:
     import time
 
-    from .cli import ProgressBar
-    from .kernel import compile as compile_kernel
+    from ..cli import ProgressBar
+    from ..kernel import compile as compile_kernel
 
-    from .cli import check_output_path
+    from ..cli import check_output_path
 
     arch = as_architecture(args.arch)
     widths = _parse_ints(args.widths, "--widths")

@@ -1,10 +1,10 @@
 r"""Built-in elementwise activations as immutable layer values.
 
-Every class is a frozen dataclass registered with :func:`~ntk_infinite.layers.register_layer`,
+Every class is a frozen dataclass registered with :func:`~ntk_infinite.describe.layers.register_layer`,
 so the one-line text form knows it (``"Dense(1.5, 0.1) > Erf(1, 2, 0) > Dense(1.5, 0.1)"``).
 Each provides vectorised ``fn(x)`` and ``dfn(x)``, the points ``kinks`` where ``fn`` is not
 smooth, and ``expression(x)``, the same function as a sympy expression (used for the
-closed-form derivations of :mod:`ntk_infinite.duals.closed_forms` and for
+closed-form derivations of :mod:`ntk_infinite.compiler.duals.closed_forms` and for
 :meth:`~ntk_infinite.kernel.CompiledKernel.formula`).
 
 Constructor arguments and definitions follow neural-tangents (Novak et al. 2020):
@@ -50,7 +50,7 @@ import numpy as np
 import sympy as sp
 from scipy import special
 
-from .errors import ParameterError, check_param
+from ..errors import ParameterError, check_param
 from .layers import ActivationLayer, Identity, ReLU, register_layer
 
 __all__ = [
@@ -362,7 +362,7 @@ class GELU(ActivationLayer):
     r"""Gaussian error linear unit :math:`\phi(x) = x\Phi(x)` (exact erf form; Hendrycks & Gimpel 2016).
 
     Its dual follows from Price's theorem applied twice (see
-    :mod:`ntk_infinite.duals.closed_forms`)."""
+    :mod:`ntk_infinite.compiler.duals.closed_forms`)."""
 
     def fn(self, x):
         x = _arr(x)

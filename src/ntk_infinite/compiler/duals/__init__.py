@@ -19,8 +19,8 @@ Routes of the built-in activations:
 
 from __future__ import annotations
 
-from .. import activations as act
-from ..layers import Activation, ActivationLayer, ReLU
+from ...describe import activations as act
+from ...describe.layers import Activation, ActivationLayer, ReLU
 from .arccos import ArcCosineDual, rectified_monomial_dual
 from .base import Dual, PointResult
 from .closed_forms import ClosedFormDual, closed_form_dual

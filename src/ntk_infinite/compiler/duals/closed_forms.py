@@ -45,7 +45,7 @@ import numpy as np
 import sympy as sp
 
 from ..codegen import cached_text, emit_assignments
-from ..errors import ParameterError
+from ...errors import ParameterError
 from .base import Dual, PointResult
 from .gaussian import C, D, DM, DP, Q1, Q2, X, NotClosedForm, collect_exponentials, price_dual, stabilize
 
@@ -249,7 +249,7 @@ class _SqrtNonneg(sp.Function):
 
 
 class _AtanVector(sp.Function):
-    """arctan printed as the branch-free :func:`ntk_infinite._numerics.atan_any`."""
+    """arctan printed as the branch-free :func:`ntk_infinite.evaluate._numerics.atan_any`."""
 
     def _pythoncode(self, printer):
         return f"atan_any({printer._print(self.args[0])})"

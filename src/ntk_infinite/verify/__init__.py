@@ -1,0 +1,1 @@
+"""Finite-width networks built from the same description: empirical kernels, training, verification runners."""
