@@ -516,3 +516,309 @@ def mp_dual_fast(layer, q1, q2, c, dps=20):
         return mp_arccos_dual(layer, q1, q2, c, dps=max(dps, 30))
     except (TypeError, KeyError):
         return mp_dual(layer, q1, q2, c, dps)
+
+
+# ================================================================ spatial (convolutional) kernels
+# ---- begin: naive CNN-GP / CNTK reference (docs/DESIGN.md, "Spatial layers") ----------
+# Written before the fast spatial engine and independently of it: plain Python loops over
+# positions and filter offsets, per pair of inputs. An architecture is a list of tuples:
+#
+#   ("conv", filter_shape, strides, padding, w_std, b_std)   padding: "VALID" | "SAME" | "CIRCULAR"
+#   ("dense", w_std, b_std)       on a spatial state: per position (a 1×1 convolution)
+#   ("relu",), ("erf",)           φ = max(x, 0), φ = erf(x)
+#   ("avgpool", window, strides, padding)    a fixed average, divided by |window|
+#   ("flatten",), ("gap",)        readouts: (1/P) Σ_p K[p, p] and (1/P²) Σ_{p,p'} K[p, p']
+#
+# filter_shape / strides / window are tuples, one entry per spatial axis (strides may be None:
+# all ones). Inputs are (n, S₁, …, S_k, C), channels last; a state is a NumPy array of shape
+# (S₁, …, S_k, S₁, …, S_k) indexed [p, p'] (shape () after a readout).
+#
+# ReLU uses relu_T/relu_Tdot above (arccos of the clipped ρ): exact for identical inputs
+# (ρ = 1 bitwise, since √(q²) = q in IEEE arithmetic), but ~1e-8 off in Ṫ for distinct,
+# nearly collinear position pairs; compare away from those.
+import itertools as _it
+
+from scipy import special as _special
+
+
+def _out_and_pad(n_in, k, s, padding):
+    """(out, pad_lo) along one axis: VALID ⌊(in − k)/s⌋ + 1 and 0; SAME and CIRCULAR ⌈in/s⌉ and
+    ⌊pad_total/2⌋ with pad_total = max((out − 1)s + k − in, 0) (XLA's placement)."""
+    if padding == "VALID":
+        if n_in < k:
+            raise ValueError(f"VALID window {k} larger than the input {n_in}")
+        return (n_in - k) // s + 1, 0
+    if padding in ("SAME", "CIRCULAR"):
+        out = -(-n_in // s)
+        pad_total = max((out - 1) * s + k - n_in, 0)
+        return out, pad_total // 2
+    raise ValueError(f"unknown padding {padding!r}")
+
+
+def _source(a, o, s, pad_lo, n_in, padding):
+    """The input index that output index a reads at offset o, or None (outside, SAME zero)."""
+    i = a * s + o - pad_lo
+    if padding == "CIRCULAR":
+        return i % n_in
+    return i if 0 <= i < n_in else None
+
+
+def _source_pos(a, o, strides, pads, shape, padding):
+    """Multi-axis :func:`_source`: a position tuple, or None if any axis falls outside."""
+    pos = []
+    for ai, oi, si, pi, ni in zip(a, o, strides, pads, shape):
+        i = _source(ai, oi, si, pi, ni, padding)
+        if i is None:
+            return None
+        pos.append(i)
+    return tuple(pos)
+
+
+def _window_geometry(shape, window, strides, padding):
+    strides = tuple(strides) if strides is not None else (1,) * len(window)
+    if not (len(shape) == len(window) == len(strides)):
+        raise ValueError(f"spatial rank {len(shape)} but window {window} and strides {strides}")
+    outs, pads = zip(*(_out_and_pad(n, k, s, padding) for n, k, s in zip(shape, window, strides)))
+    return tuple(outs), tuple(pads), strides
+
+
+def naive_conv_cov(K, filter_shape, strides, padding):
+    """K̃[a, a'] = (1/|k|) Σ_o K[a·s + o − pad_lo, a'·s + o − pad_lo]: one offset o for both
+    positions (shared weights); SAME's outside entries count as 0 with the divisor kept at |k|."""
+    k = K.ndim // 2
+    shape = K.shape[:k]
+    outs, pads, strides = _window_geometry(shape, filter_shape, strides, padding)
+    size = math.prod(filter_shape)
+    out = np.zeros(outs + outs)
+    for a in _it.product(*map(range, outs)):
+        for b in _it.product(*map(range, outs)):
+            acc = 0.0
+            for o in _it.product(*map(range, filter_shape)):
+                p = _source_pos(a, o, strides, pads, shape, padding)
+                pp = _source_pos(b, o, strides, pads, shape, padding)
+                if p is not None and pp is not None:
+                    acc += K[p + pp]
+            out[a + b] = acc / size
+    return out
+
+
+def naive_pool_cov(K, window, strides, padding):
+    """K̃[a, a'] = (1/|w|²) Σ_{o, o'} K[a·s + o − pad_lo, a'·s + o' − pad_lo]: independent offsets."""
+    k = K.ndim // 2
+    shape = K.shape[:k]
+    outs, pads, strides = _window_geometry(shape, window, strides, padding)
+    size = math.prod(window)
+    offsets = list(_it.product(*map(range, window)))
+    out = np.zeros(outs + outs)
+    for a in _it.product(*map(range, outs)):
+        for b in _it.product(*map(range, outs)):
+            acc = 0.0
+            for o in offsets:
+                p = _source_pos(a, o, strides, pads, shape, padding)
+                if p is None:
+                    continue
+                for oo in offsets:
+                    pp = _source_pos(b, oo, strides, pads, shape, padding)
+                    if pp is not None:
+                        acc += K[p + pp]
+            out[a + b] = acc / (size * size)
+    return out
+
+
+def naive_flatten_cov(K):
+    """(1/P) Σ_p K[p, p]."""
+    k = K.ndim // 2
+    positions = list(_it.product(*map(range, K.shape[:k])))
+    return np.array(sum(K[p + p] for p in positions) / len(positions))
+
+
+def naive_gap_cov(K):
+    """(1/P²) Σ_{p, p'} K[p, p']."""
+    k = K.ndim // 2
+    positions = list(_it.product(*map(range, K.shape[:k])))
+    return np.array(sum(K[p + pp] for p in positions for pp in positions) / len(positions) ** 2)
+
+
+def erf_T(q1, q2, c):
+    """E[erf(u) erf(v)] = (2/π) arcsin(2c / √((1 + 2q₁)(1 + 2q₂))) (Williams 1997)."""
+    return (2 / math.pi) * math.asin(2 * c / math.sqrt((1 + 2 * q1) * (1 + 2 * q2)))
+
+
+def erf_Tdot(q1, q2, c):
+    """E[erf'(u) erf'(v)] = (4/π) E[e^{−u²−v²}] = (4/π) / √((1 + 2q₁)(1 + 2q₂) − 4c²)."""
+    return (4 / math.pi) / math.sqrt((1 + 2 * q1) * (1 + 2 * q2) - 4 * c * c)
+
+
+_SPATIAL_DUALS = {"relu": (relu_T, relu_Tdot), "erf": (erf_T, erf_Tdot)}
+
+
+def _diag(K):
+    """q[p] = K[p, p] as an array over positions (a scalar state is its own diagonal)."""
+    if K.ndim == 0:
+        return K
+    k = K.ndim // 2
+    q = np.empty(K.shape[:k])
+    for p in _it.product(*map(range, K.shape[:k])):
+        q[p] = K[p + p]
+    return q
+
+
+def naive_activation_cov(name, K, q1, q2, theta=None):
+    """Σ[p, p'] ← T(q₁[p], q₂[p'], Σ[p, p']); Θ[p, p'] ← Ṫ(…)·Θ[p, p'] (entry by entry)."""
+    T, Td = _SPATIAL_DUALS[name]
+    S = np.empty_like(K)
+    Th = None if theta is None else np.empty_like(theta)
+    if K.ndim == 0:
+        S[()] = T(float(q1), float(q2), float(K))
+        if theta is not None:
+            Th[()] = Td(float(q1), float(q2), float(K)) * theta
+        return S, Th
+    k = K.ndim // 2
+    positions = list(_it.product(*map(range, K.shape[:k])))
+    for p in positions:
+        for pp in positions:
+            args = (float(q1[p]), float(q2[pp]), float(K[p + pp]))
+            S[p + pp] = T(*args)
+            if theta is not None:
+                Th[p + pp] = Td(*args) * theta[p + pp]
+    return S, Th
+
+
+def naive_input_cov(x1, x2):
+    """Σ⁰[p, p'] = Σ_c x[p, c] x'[p', c] / C, by loops."""
+    shape, C = x1.shape[:-1], x1.shape[-1]
+    K = np.zeros(shape + shape)
+    for p in _it.product(*map(range, shape)):
+        for pp in _it.product(*map(range, shape)):
+            K[p + pp] = sum(float(x1[p + (c,)]) * float(x2[pp + (c,)]) for c in range(C)) / C
+    return K
+
+
+def _spatial_step(layer, K12, K11, K22, theta):
+    """One layer on the pair state (Σ(x,x'), Σ(x,x), Σ(x',x'), Θ(x,x')): the four new values.
+    Σ(x,x) and Σ(x',x') are carried in full (pooling reads their off-diagonal entries)."""
+    kind = layer[0]
+    if kind == "conv":
+        _, filt, strides, padding, w, b = layer
+        conv = lambda M: naive_conv_cov(M, filt, strides, padding)  # noqa: E731
+        new = [w * w * conv(M) + b * b for M in (K12, K11, K22)]
+        return new[0], new[1], new[2], w * w * conv(theta) + new[0]
+    if kind == "dense":
+        _, w, b = layer
+        new = [w * w * M + b * b for M in (K12, K11, K22)]
+        return new[0], new[1], new[2], w * w * theta + new[0]
+    if kind in _SPATIAL_DUALS:
+        q1, q2 = _diag(K11), _diag(K22)
+        S12, Th = naive_activation_cov(kind, K12, q1, q2, theta)
+        S11, _ = naive_activation_cov(kind, K11, q1, q1)
+        S22, _ = naive_activation_cov(kind, K22, q2, q2)
+        return S12, S11, S22, Th
+    if kind == "avgpool":
+        _, window, strides, padding = layer
+        return tuple(naive_pool_cov(M, window, strides, padding) for M in (K12, K11, K22, theta))
+    if kind == "flatten":
+        return tuple(naive_flatten_cov(M) for M in (K12, K11, K22, theta))
+    if kind == "gap":
+        return tuple(naive_gap_cov(M) for M in (K12, K11, K22, theta))
+    raise ValueError(f"unknown layer {layer!r}")
+
+
+def naive_spatial_pair(layers, x1, x2):
+    """(Σ, Θ) for one pair of spatial inputs (S₁, …, S_k, C) through ``layers``."""
+    x1, x2 = np.asarray(x1, dtype=np.float64), np.asarray(x2, dtype=np.float64)
+    K12, K11, K22 = naive_input_cov(x1, x2), naive_input_cov(x1, x1), naive_input_cov(x2, x2)
+    theta = np.zeros_like(K12)
+    for layer in layers:
+        K12, K11, K22, theta = _spatial_step(tuple(layer), K12, K11, K22, theta)
+    if K12.ndim != 0:
+        raise ValueError("the network must end in a readout (flatten or gap) and Dense layers")
+    return float(K12), float(theta)
+
+
+def naive_spatial_kernels(layers, X1, X2=None):
+    """(nngp, ntk), each (n1, n2), by a double loop over pairs of :func:`naive_spatial_pair`."""
+    X1 = np.asarray(X1, dtype=np.float64)
+    X2 = X1 if X2 is None else np.asarray(X2, dtype=np.float64)
+    nngp, ntk = np.empty((len(X1), len(X2))), np.empty((len(X1), len(X2)))
+    for i in range(len(X1)):
+        for j in range(len(X2)):
+            nngp[i, j], ntk[i, j] = naive_spatial_pair(layers, X1[i], X2[j])
+    return nngp, ntk
+
+
+# ---- finite-width CNN (NumPy), for Monte-Carlo checks ------------------------------------
+# NTK parameterisation: z = w_std/√(C_in·|k|) · conv(h, W) + b_std·b with standard normal W
+# (filter…, C_in, C_out) and b (C_out,); padding by np.pad (zeros for SAME, wrap for CIRCULAR)
+# with XLA's placement (the smaller half before), then a VALID strided window.
+def _np_pads(n_in, k, s, padding):
+    if padding == "VALID":
+        return 0, 0
+    n_out = (n_in + s - 1) // s
+    total = max(0, (n_out - 1) * s + k - n_in)
+    return total // 2, total - total // 2
+
+
+def _windows(h, window, strides, padding):
+    """Yield (offset, view) where view[n, a…, c] = padded h at a·s + o along each spatial axis."""
+    window = tuple(window)
+    strides = tuple(strides) if strides is not None else (1,) * len(window)
+    pads = [(0, 0)] + [_np_pads(n, k, s, padding) for n, k, s in zip(h.shape[1:-1], window, strides)] + [(0, 0)]
+    hp = np.pad(h, pads, mode="wrap" if padding == "CIRCULAR" else "constant")
+    outs = [(n - k) // s + 1 for n, k, s in zip(hp.shape[1:-1], window, strides)]
+    for o in _it.product(*map(range, window)):
+        idx = (slice(None),) + tuple(slice(oi, oi + (m - 1) * s + 1, s) for oi, m, s in zip(o, outs, strides))
+        yield o, np.ascontiguousarray(hp[idx])  # strided views would miss BLAS in matmul
+
+
+def naive_conv_network(layers, X, width, rng, n_out=1):
+    """Outputs (n, n_out) of one random finite network (fresh standard normal parameters from
+    ``rng``): every conv and hidden Dense layer has ``width`` channels, the last Dense ``n_out``."""
+    h = np.asarray(X, dtype=np.float64)
+    last = max(i for i, layer in enumerate(layers) if layer[0] == "dense")
+    for i, layer in enumerate(layers):
+        kind = layer[0]
+        if kind == "conv":
+            _, filt, strides, padding, w, b = layer
+            c_in, c_out = h.shape[-1], width
+            W = rng.standard_normal(tuple(filt) + (c_in, c_out))
+            bias = rng.standard_normal(c_out)
+            z = 0.0
+            for o, view in _windows(h, filt, strides, padding):
+                z = z + view @ W[o]
+            h = w / math.sqrt(c_in * math.prod(filt)) * z + b * bias
+        elif kind == "dense":
+            _, w, b = layer
+            c_in, c_out = h.shape[-1], (n_out if i == last else width)
+            W = rng.standard_normal((c_in, c_out))
+            bias = rng.standard_normal(c_out)
+            h = w / math.sqrt(c_in) * (h @ W) + b * bias
+        elif kind == "relu":
+            h = np.maximum(h, 0.0)
+        elif kind == "erf":
+            h = _special.erf(h)
+        elif kind == "avgpool":
+            _, window, strides, padding = layer
+            h = sum(view for _, view in _windows(h, window, strides, padding)) / math.prod(window)
+        elif kind == "flatten":
+            h = h.reshape(h.shape[0], -1)
+        elif kind == "gap":
+            h = h.mean(axis=tuple(range(1, h.ndim - 1)))
+        else:
+            raise ValueError(f"unknown layer {layer!r}")
+    return h
+
+
+def naive_conv_empirical_nngp(layers, X1, X2, width, n_seeds, seed=0, n_out=1):
+    """(mean, standard error), each (n1, n2), of f(x)·f(x')/n_out over ``n_seeds`` independent
+    networks (one per seed; X1 and X2 through the same draw). The seeds are i.i.d., so the
+    standard error of the mean is the sample standard deviation over √n_seeds."""
+    X1, X2 = np.asarray(X1, dtype=np.float64), np.asarray(X2, dtype=np.float64)
+    n1 = len(X1)
+    X = np.concatenate([X1, X2])
+    draws = []
+    for s in range(n_seeds):
+        f = naive_conv_network(layers, X, width, np.random.default_rng([seed, s]), n_out=n_out)
+        draws.append(f[:n1] @ f[n1:].T / n_out)
+    draws = np.array(draws)
+    return draws.mean(axis=0), draws.std(axis=0, ddof=1) / math.sqrt(n_seeds)
+# ---- end: naive CNN-GP / CNTK reference ---------------------------------------------------

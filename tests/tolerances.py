@@ -153,3 +153,14 @@ EXTREME_SCALE_RTOL = 1e-12
 #: A user activation with a typed closed form (sin, |x|) through the numerical routes,
 #: relative to √(K(x,x)K(x',x')); the routes are asked for tol=1e-10.
 USER_ACTIVATION_RTOL = 1e-9
+
+# ----- Convolutional reference (tests/naive.py spatial section, test_naive_conv.py) -----
+#: The naive CNN-GP/CNTK loops against neural-tangents 0.6.5 (x64) on distinct random inputs:
+#: both are a few hundred float64 sums and closed-form duals per entry (measured <= 7e-16);
+#: 1e-10 leaves room for arccos near-collinear position pairs, and any wrong convention (pad
+#: placement, divisor, wrap) moves entries by 1e-3 or more.
+NT_CROSS_RTOL = 1e-10
+#: A shift that should change a kernel (Flatten under a shift of one input, SAME padding)
+#: changes its largest-moving entry by at least this relative amount on random inputs
+#: (observed 0.1-0.3), far above the rounding level at which the invariances hold.
+CONV_SHIFT_MIN_CHANGE = 1e-3
