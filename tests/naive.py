@@ -226,7 +226,7 @@ def naive_log_marginal(K, Y, ridge):
 
 # ================================================================ finite networks
 # Plain loops over neurons, typed from the parameterisation in docs/DESIGN.md, independent of
-# ntk_infinite.empirical: z_i = σ_w/√n_in Σ_j W_ij h_j + σ_b b_i with standard normal W, b.
+# ntk_infinite.verify.empirical: z_i = σ_w/√n_in Σ_j W_ij h_j + σ_b b_i with standard normal W, b.
 def naive_finite_forward(arch, weights, x):
     """Outputs (k,) of a finite network for one input ``x`` (d,), neuron by neuron.
 
