@@ -70,7 +70,7 @@ def test_affine_pair_keeps_small_angles():
     w2, b2 = 2.0, 0.3
     rho, sn2 = math.cos(theta), math.sin(theta) ** 2
     q1n, q2n = w2 * q1 + b2, w2 * q2 + b2
-    p, s2, c_new = affine_pair(rho, sn2, math.sqrt(q1), math.sqrt(q2), 1 / math.sqrt(q1n * q2n), w2, b2)
+    p, s2, c_new = affine_pair(rho, sn2, math.sqrt(q1), math.sqrt(q2), 1 / math.sqrt(q1n), 1 / math.sqrt(q2n), w2, b2)
     with mp.workdps(50):
         c = mp.cos(mp.mpf(theta)) * mp.sqrt(mp.mpf(q1) * mp.mpf(q2))
         cn = w2 * c + b2

@@ -19,7 +19,7 @@ from ntk_infinite.errors import KernelOverflowError, KernelUnderflowWarning
 
 sys.path.insert(0, str(Path(__file__).parent))
 from naive import mp_kernels, mp_relu_dual  # noqa: E402
-from tolerances import ROUNDING_RTOL, SCALE_RTOL, SUBNORMAL_ATOL  # noqa: E402
+from tolerances import MIXED_SCALE_RTOL, ROUNDING_RTOL, SCALE_RTOL, SUBNORMAL_ATOL  # noqa: E402
 
 FMAX = np.finfo(np.float64).max
 TINY = np.finfo(np.float64).tiny
@@ -190,3 +190,31 @@ def test_variance_beyond_float64_before_erf_is_an_error(scale):
 def test_dense_parameter_whose_square_overflows_is_an_error():
     with pytest.raises(nk.ParameterError, match=r"'w_std' parameter of Dense must be a float in the range \[0, 1e\+154\]"):
         nk.compile(nk.serial(nk.Dense(w_std=2.0**512, b_std=0.0), nk.ReLU(), nk.Dense(w_std=1.0, b_std=0.0)))
+
+
+# ------------------------------------------------------------------ rows of very different scales
+def test_rows_differing_by_more_than_float64_range_give_no_nan():
+    """Rows 1 and 1e-156 in one call: the pair (tiny, tiny) has |K| <= 2.5e-312, below float64's
+    normal range, and comes out as 0 with a warning; the mixed pairs keep their digits
+    (ReLU with b_std = 0 is positively homogeneous: K(x, s·y) = s·K(x, y))."""
+    k = kernel("Dense(1.5, 0) > ReLU > Dense(1.5, 0) > ReLU > Dense(1.5, 0)")
+    x, y = np.array([1.0, 0.3]), np.array([-0.2, 1.0])
+    X = np.stack([x, 1e-156 * y])
+    reference = k(np.stack([x, y])).nngp
+    with pytest.warns(KernelUnderflowWarning):
+        got = k(X, X)
+    for K in (got.nngp, got.ntk):
+        assert np.isfinite(K).all()
+        assert K[1, 1] == 0.0
+    np.testing.assert_allclose(got.nngp[0, 1], 1e-156 * reference[0, 1], rtol=MIXED_SCALE_RTOL, atol=0)
+    np.testing.assert_allclose(got.nngp[1, 0], 1e-156 * reference[1, 0], rtol=MIXED_SCALE_RTOL, atol=0)
+
+
+def test_subnormal_variance_entering_erf_gives_zeros_with_a_warning():
+    """A variance of ~1e-312 entering Erf: the cross kernel is below float64's normal range."""
+    k = kernel("Dense(1.5, 0) > Erf > Dense(1.5, 0)")
+    a = np.array([[-1e-156]])
+    with pytest.warns(KernelUnderflowWarning):
+        got = k(a, a)
+    assert np.isfinite(got.nngp).all() and np.isfinite(got.ntk).all()
+    assert abs(got.nngp[0, 0]) < np.finfo(np.float64).tiny

@@ -164,3 +164,7 @@ NT_CROSS_RTOL = 1e-10
 #: changes its largest-moving entry by at least this relative amount on random inputs
 #: (observed 0.1-0.3), far above the rounding level at which the invariances hold.
 CONV_SHIFT_MIN_CHANGE = 1e-3
+#: Cross entries between rows whose variances differ by more than float64's range in one call
+#: (1 and 1e-312): the small row's variance is subnormal in the call's units, which keeps
+#: 52 − 14 = 38 bits, 2^-38 ≈ 3.6e-12.
+MIXED_SCALE_RTOL = 1e-11

@@ -56,7 +56,7 @@ def init_tile(rho, sn2, t, src, i0, j0, X1, X2, inv1, inv2, sqa, sqb, symmetric,
             for b in range(bj):
                 rr[b] = srow[b]
         for b in range(bj):
-            p = rr[b] * (inva * invb[b])
+            p = (rr[b] * inva) * invb[b]
             p = min(max(p, -1.0), 1.0)
             rr[b] = p
             ss[b] = (1.0 - p) * (1.0 + p)
@@ -100,13 +100,13 @@ def affine_tile(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, w2, b2, want_nt
         if want_ntk:
             tt = t[a]
             for b in range(bj):
-                p, s2, c_new = affine_pair(rr[b], ss[b], sa, sqbb[b], inva * invb[b], w2, b2)
+                p, s2, c_new = affine_pair(rr[b], ss[b], sa, sqbb[b], inva, invb[b], w2, b2)
                 rr[b] = p
                 ss[b] = s2
                 tt[b] = w2 * tt[b] + c_new
         else:
             for b in range(bj):
-                p, s2, c_new = affine_pair(rr[b], ss[b], sa, sqbb[b], inva * invb[b], w2, b2)
+                p, s2, c_new = affine_pair(rr[b], ss[b], sa, sqbb[b], inva, invb[b], w2, b2)
                 rr[b] = p
                 ss[b] = s2
 

@@ -142,7 +142,7 @@ def one_plus_rho(rho, sn2):
 
 
 @nb.njit(**JIT_INLINE)
-def affine_pair(rho, sn2, sqa, sqb, inv_new, w2, b2):
+def affine_pair(rho, sn2, sqa, sqb, inv_a, inv_b, w2, b2):
     r"""Dense layer on one pair, in normalised form.
 
     With c = ρ r, r = √q₁√q₂: c' = w²c + b², q' = w²q + b², and the Gram determinant
@@ -150,17 +150,18 @@ def affine_pair(rho, sn2, sqa, sqb, inv_new, w2, b2):
     every term non-negative, so sin²θ' = D'/(q₁'q₂') has no cancellation: for nearly
     parallel (or antiparallel) pairs θ' stays accurate to rounding level in absolute terms,
     where 1 − ρ'² would lose half the digits. (Its relative accuracy is limited by √q₁ − √q₂,
-    known to absolute precision ε√q from the per-point variances.) ``inv_new`` is 1/√(q₁'q₂') (0 for a
-    zero-variance point). Returns (ρ', sin²θ', c').
+    known to absolute precision ε√q from the per-point variances.) ``inv_a``, ``inv_b`` are
+    1/√q₁', 1/√q₂' (0 for a zero-variance point), applied one after the other: their product
+    overflows when both variances are far below float64's normal range. Returns (ρ', sin²θ', c').
     """
     r = sqa * sqb
     c_new = w2 * (rho * r) + b2
     dsq = sqa - sqb
     delta = dsq * dsq + 2.0 * r * one_minus_rho(rho, sn2)
-    # Scaled so nothing overflows for very deep or wide-scaled networks: r * inv_new <= 1/w2-ish.
-    wr = w2 * (r * inv_new)
-    det_scaled = wr * wr * sn2 + (w2 * b2) * (delta * inv_new) * inv_new
-    rho_new = c_new * inv_new
+    # Scaled so nothing overflows for very deep or wide-scaled networks: r / √(q₁'q₂') <= 1/w2-ish.
+    wr = w2 * ((sqa * inv_a) * (sqb * inv_b))
+    det_scaled = wr * wr * sn2 + (w2 * b2) * ((delta * inv_a) * inv_b) * (inv_a * inv_b)
+    rho_new = (c_new * inv_a) * inv_b
     rho_new = min(max(rho_new, -1.0), 1.0)
     sn2_new = min(det_scaled, 1.0)
     return rho_new, sn2_new, c_new

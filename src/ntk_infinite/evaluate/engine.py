@@ -57,6 +57,9 @@ _ROW_SAFE = 250
 #: degree before a homogeneous activation of degree > 1, which raises them to that power).
 _SAFE_LOG2 = 300.0
 _TINY = np.finfo(np.float64).tiny
+#: Smallest √q (in a layer's units) whose variance q is a normal float64 (2^-1022): below it
+#: precision is lost, and products of two reciprocals of such √q overflow.
+_MIN_PAIR_SQRT_Q = 2.0**-511
 #: Largest variance handed to a non-homogeneous dual: their formulas multiply two variances
 #: (e.g. (1 + 2q₁)(1 + 2q₂) for Erf), which must not overflow.
 _MAX_DUAL_VARIANCE = 2.0**500
@@ -240,6 +243,10 @@ def _affine_units(step, q, e, bound, nxt):
         else:
             log_top = np.logaddexp2(_log2(w2) + _log2(m), _log2(b2) - 2 * e)
             e_new = e + (int(math.floor(log_top / 2)) if math.isfinite(log_top) else 0)
+            if e_new < e and w2 > 0.0:
+                # Raising subnormal variances into range would need w²·4^(e−e') beyond float64:
+                # raise them as far as w² allows; what stays subnormal is reported by check_range.
+                e_new = max(e_new, e - (1022 - math.frexp(w2)[1]) // 2)
     w2_new = _ldexp(w2, 2 * (e - e_new))
     if math.isinf(w2_new) and m > 0.0:
         raise KernelOverflowError(
@@ -302,6 +309,48 @@ def check_range(pts: PointData, want_nngp: bool, want_ntk: bool, stacklevel: int
                 KernelUnderflowWarning,
                 stacklevel=stacklevel,
             )
+
+
+def _zero_tiny_pairs(outputs, diags, sqrt_q, n1, symmetric, stacklevel=5):
+    """Warn (:class:`KernelUnderflowWarning`) when some point's variance is subnormal in a
+    layer's units, and set to 0 the non-finite entries whose magnitude is negligible.
+
+    The engine carries one scale per layer, so this happens when the rows of one call have
+    variances more than ~2^1000 apart, or a variance below ~1e-300 enters an activation that
+    needs actual variances (Erf, Tanh, ...). A subnormal variance keeps 52 − k bits, k the
+    number of binary orders it lies below 2^-1022: the entries of such a point keep that
+    relative precision. Where the pair pass meets reciprocals whose product overflows, the
+    entry is bounded by √(K(x, x) K(x', x')) (the kernels are positive semi-definite); when
+    that bound is below 2^-1000 of the largest diagonal, or below float64's normal range, the
+    entry is returned as 0.
+    """
+    tiny = ((sqrt_q > 0.0) & (sqrt_q < _MIN_PAIR_SQRT_Q)).any(axis=0)
+    bad_any = any(out is not None and not np.isfinite(out).all() for out in outputs)
+    if not tiny.any() and not bad_any:
+        return
+    zeroed = 0
+    for out, diag in zip(outputs, diags):
+        if out is None or np.isfinite(out).all():
+            continue
+        d1, d2 = np.abs(diag[:n1]), np.abs(diag if symmetric else diag[n1:])
+        rows, cols = np.nonzero(~np.isfinite(out))
+        bound = np.sqrt(d1[rows]) * np.sqrt(d2[cols])
+        if np.any(bound > max(2.0**-1000 * np.max(np.abs(diag)), _TINY)):  # pragma: no cover - not seen
+            raise FloatingPointError(
+                "The pair pass produced non-finite kernel entries that are not negligible; rescale the inputs "
+                "so that their norms lie within a few hundred orders of magnitude of each other."
+            )
+        out[rows, cols] = 0.0
+        zeroed += rows.size
+    warnings.warn(
+        f"{int(tiny.sum())} input(s) have a variance more than ~2^1000 below the largest in this call (at some "
+        "layer): their kernel entries keep fewer digits (subnormal intermediates)"
+        + (f", and {zeroed} entries below 2^-1000 of the largest diagonal (or below 2.2e-308) are returned as 0"
+           if zeroed else "")
+        + ". Rescale such inputs, or evaluate rows of very different scales in separate calls, to keep all digits.",
+        KernelUnderflowWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def _tiles(n1: int, n2: int, tile: int, symmetric: bool) -> np.ndarray:
@@ -414,6 +463,7 @@ def pair_pass(
             for done in pool.map(run, chunks):
                 if progress is not None:
                     progress(done, len(tiles))
+    _zero_tiny_pairs((out_s, out_t), (pts.nngp_diag, pts.ntk_diag), pts.sqrt_q, n1, symmetric)
     if symmetric:
         idx = np.arange(n1)
         if want_nngp:
