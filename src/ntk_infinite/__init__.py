@@ -30,6 +30,7 @@ from .errors import (  # noqa: E402
 from .compiler.cache import cache_info, clear_cache  # noqa: E402
 from .kernel import CompiledKernel, compile  # noqa: E402
 from .describe.layers import Activation, Architecture, Dense, Identity, ReLU, serial  # noqa: E402
+from .describe.spatial import AvgPool, Conv, Flatten, GlobalAvgPool  # noqa: E402
 from .results import KernelDiag, Kernels  # noqa: E402
 from .describe.textform import parse_architecture  # noqa: E402
 from .solve import predict  # noqa: E402
@@ -52,6 +53,10 @@ __all__ = [
     "ReLU",
     "Identity",
     "Activation",
+    "Conv",
+    "AvgPool",
+    "GlobalAvgPool",
+    "Flatten",
     "parse_architecture",
     "ArchitectureError",
     "InputError",
