@@ -163,6 +163,9 @@ def as_input_array(X, name: str = "X") -> np.ndarray:
         raise TypeError(f"{name} must be real; got complex dtype {arr.dtype}. Pass the real part explicitly.")
     if arr.ndim != 2:
         hint = f" Use {name}.reshape(-1, 1) for one feature or {name}.reshape(1, -1) for one sample." if arr.ndim == 1 else ""
+        if arr.ndim > 2:
+            hint = (f" This architecture is dense: flatten images with {name}.reshape(len({name}), -1), or describe a "
+                    "convolutional network (Conv, ..., Flatten or GlobalAvgPool, Dense) to use their spatial structure.")
         raise InputError(
             f"{name} must be a 2-D array of shape (n_samples, n_features); got an array with "
             f"{arr.ndim} dimension(s) and shape {arr.shape}.{hint}"

@@ -6,10 +6,12 @@ import pickle
 
 import numpy as np
 
-from .compiler.duals import resolve_dual
-from .evaluate.engine import DEFAULT_TILE, Affine, Program, check_range, input_variances, pair_pass, point_pass
+from .compiler.steps import compile_step, role_of
+from .describe.spatial import AvgPool, Conv, SpatialLayer
+from .evaluate.engine import DEFAULT_TILE, Program, check_range, input_variances, pair_pass, point_pass
+from .evaluate.spatial import SpatialProgram, check_images
 from .errors import ArchitectureError, InputError, NotPicklableError, as_input_array, check_param
-from .describe.layers import ActivationLayer, Architecture, Dense, Identity, Layer, serial
+from .describe.layers import Architecture, Dense, Layer, serial
 from .results import KernelDiag, Kernels, parse_get
 from .describe.textform import parse_architecture
 
@@ -43,15 +45,10 @@ def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - th
     """
     tol = check_param("compile", "tol", tol, low=0.0, low_open=True, high=1.0)
     arch = as_architecture(arch)
-    steps = []
-    for layer in arch:
-        if isinstance(layer, Dense):
-            steps.append(Affine(layer.w_std**2, layer.b_std**2))  # finite: Dense bounds both by MAX_STD
-        elif isinstance(layer, Identity):
-            continue
-        else:
-            steps.append(resolve_dual(layer, tol))
-    return CompiledKernel(arch, Program(steps), tol)
+    steps = [step for step in (compile_step(layer, tol) for layer in arch) if step is not None]
+    n_spatial = _spatial_rank(arch)
+    program = SpatialProgram(steps, n_spatial) if n_spatial else Program(steps)
+    return CompiledKernel(arch, program, tol)
 
 
 def as_architecture(arch, owner: str = "compile()") -> Architecture:
@@ -73,25 +70,65 @@ def as_architecture(arch, owner: str = "compile()") -> Architecture:
 
 
 def _validate(arch: Architecture) -> None:
+    """Architecture rules, by layer role (:func:`ntk_infinite.compiler.steps.role_of`): an
+    activation acts on Gaussian pre-activations (an affine layer since the last activation,
+    possibly followed by pooling or a readout); spatial layers come before the one readout of a
+    spatial network, Dense layers after it; the network ends in a Dense readout."""
     if len(arch) == 0:
         raise ArchitectureError("The architecture is empty; it needs at least a Dense readout layer, e.g. serial(Dense()).")
-    previous = None  # last non-identity layer
+    spatial = any(isinstance(layer, SpatialLayer) for layer in arch)
+    gaussian, readout_at, previous = False, None, None
     for i, layer in enumerate(arch):
-        if isinstance(layer, ActivationLayer) and not isinstance(layer, Identity):
-            if not isinstance(previous, Dense):
-                where = "at the start" if previous is None else f"right after {previous!r}"
-                raise ArchitectureError(
-                    f"{layer!r} at position {i} comes {where}, but an activation needs an affine layer "
-                    "(Dense) before it: the infinite-width recursion acts on Gaussian pre-activations. "
-                    "Insert a Dense layer before it (or merge consecutive activations into one Activation)."
-                )
-        if not isinstance(layer, Identity):
-            previous = layer
+        role = role_of(layer)
+        if role is None:
+            continue
+        if role == "activation" and not gaussian:
+            where = "at the start" if previous is None else f"right after {previous!r}"
+            raise ArchitectureError(
+                f"{layer!r} at position {i} comes {where}, but an activation needs an affine layer "
+                f"({'Conv or Dense' if spatial else 'Dense'}) before it: the infinite-width recursion acts on Gaussian "
+                "pre-activations. Insert an affine layer before it (or merge consecutive activations into one "
+                "Activation)."
+            )
+        if isinstance(layer, SpatialLayer) and readout_at is not None:
+            raise ArchitectureError(
+                f"{layer!r} at position {i} comes after the readout {arch[readout_at]!r} at position {readout_at}, "
+                "where the state has no spatial axes left. Put convolutions and pooling before Flatten/GlobalAvgPool."
+            )
+        if isinstance(layer, Dense) and spatial and readout_at is None:
+            raise ArchitectureError(
+                f"Dense at position {i} is applied to a spatial state (it comes before any Flatten or GlobalAvgPool). "
+                "Insert nk.Flatten() or nk.GlobalAvgPool() before it, or use a Conv with filter_shape of ones "
+                "for a per-position dense layer."
+            )
+        if role == "readout":
+            readout_at = i
+        gaussian = role in ("affine", "linear", "readout") and (gaussian or role == "affine")
+        previous = layer
+    if spatial and readout_at is None:
+        raise ArchitectureError(
+            "This convolutional architecture has no readout: add nk.Flatten() or nk.GlobalAvgPool() after the last "
+            "spatial layer and before the Dense readout."
+        )
     if not isinstance(previous, Dense):
         raise ArchitectureError(
             f"The architecture must end in a Dense readout layer; it ends in {arch[-1]!r}. "
             "Append nk.Dense(w_std=..., b_std=...) as the last layer."
         )
+    ranks = {layer.ndim for layer in arch if isinstance(layer, (Conv, AvgPool))}
+    if len(ranks) > 1:
+        raise ArchitectureError(
+            f"The convolution and pooling layers disagree on the number of spatial axes ({sorted(ranks)}); give every "
+            "filter_shape and window_shape the same length (e.g. (3, 3) for images)."
+        )
+
+
+def _spatial_rank(arch) -> int:
+    """Number of spatial axes of the inputs (0 for a dense network)."""
+    for layer in arch:
+        if isinstance(layer, (Conv, AvgPool)):
+            return layer.ndim
+    return 1 if any(isinstance(layer, SpatialLayer) for layer in arch) else 0
 
 
 class CompiledKernel:
@@ -133,9 +170,10 @@ class CompiledKernel:
         return (_rebuild_kernel, (self.architecture, self.tol))
 
     def __repr__(self):
-        return f"CompiledKernel({self.architecture.to_text() if _textual(self.architecture) else self.architecture!r})"
+        text = self.architecture.to_text() if _textual(self.architecture) else repr(self.architecture)
+        return f"CompiledKernel({text}, layout={self.layout!r})" if self.spatial else f"CompiledKernel({text})"
 
-    def __call__(self, X1, X2=None, *, get=("nngp", "ntk"), tile: int = DEFAULT_TILE, progress=None) -> Kernels:
+    def __call__(self, X1, X2=None, *, get=("nngp", "ntk"), tile: int | None = None, progress=None) -> Kernels:
         r"""NNGP and NTK Gram matrices.
 
         .. math::
@@ -152,8 +190,9 @@ class CompiledKernel:
             When omitted the kernel of X1 with itself is computed, one triangle only.
         get : {"nngp", "ntk"} or tuple of them
             Only what is asked for is computed (the NTK work is skipped for ``"nngp"``).
-        tile : int
-            Tile edge of the pair pass; results do not depend on it.
+        tile : int, optional
+            Tile edge (in images) of the pair pass; results do not depend on it. Default: 128
+            for dense networks, for spatial ones the largest whose state fits ~24 MiB.
         progress : callable(done, total), optional
             Called after each chunk of tiles (used by the command line's progress bar).
 
@@ -165,6 +204,19 @@ class CompiledKernel:
             duals (0.0 for exact routes).
         """
         want_nngp, want_ntk = parse_get(get)
+        if tile is not None:
+            tile = check_param("kernel", "tile", tile, low=1, integer=True)
+        total = {"done": 0}
+
+        def report(k, n):
+            total["done"] += k
+            progress(total["done"], n)
+
+        if self.spatial:
+            X1, X2 = self._images(X1, X2)
+            nngp, ntk, pts = self.program.pair_pass(X1, X2, want_nngp, want_ntk, tile=tile,
+                                                    progress=report if progress else None)
+            return Kernels(nngp=nngp, ntk=ntk, error_estimate=pts["error_estimate"])
         X1 = as_input_array(X1, "X1")
         if X2 is not None:
             X2 = as_input_array(X2, "X2")
@@ -173,17 +225,34 @@ class CompiledKernel:
                     f"X2 has {X2.shape[1]} features but X1 has {X1.shape[1]}; pass arrays with the same "
                     "number of columns."
                 )
-        tile = check_param("kernel", "tile", tile, low=1, integer=True)
-        total = {"done": 0}
-
-        def report(k, n):
-            total["done"] += k
-            progress(total["done"], n)
-
         nngp, ntk, pts = pair_pass(
-            self.program, X1, X2, want_nngp, want_ntk, tile=tile, progress=report if progress else None
+            self.program, X1, X2, want_nngp, want_ntk, tile=tile or DEFAULT_TILE,
+            progress=report if progress else None
         )
         return Kernels(nngp=nngp, ntk=ntk, error_estimate=pts.error_estimate)
+
+    @property
+    def spatial(self) -> bool:
+        """True for convolutional architectures (inputs (n, S₁, …, S_k, C))."""
+        return isinstance(self.program, SpatialProgram)
+
+    @property
+    def layout(self) -> str:
+        """The pair-state layout the compiler chose: "dense" (one number per pair), "diagonal"
+        (one per position) or "full" (one per position pair)."""
+        return self.program.layout if self.spatial else "dense"
+
+    def _images(self, X1, X2):
+        k = self.program.n_spatial
+        X1 = check_images(X1, "X1", k)
+        if X2 is not None:
+            X2 = check_images(X2, "X2", k, channels=X1.shape[-1])
+            if X2.shape[1:-1] != X1.shape[1:-1]:
+                raise InputError(
+                    f"X2's images have spatial shape {X2.shape[1:-1]} but X1's have {X1.shape[1:-1]}; the kernel "
+                    "compares images of one size. Resize or crop them to a common shape."
+                )
+        return X1, X2
 
     def formula(self):
         """The recursion layer by layer as sympy expressions (see :mod:`ntk_infinite.compiler.formula`)."""
@@ -205,6 +274,10 @@ class CompiledKernel:
         it falls below float64's normal range, like ``__call__``.
         """
         want_nngp, want_ntk = parse_get(get)
+        if self.spatial:
+            X, _ = self._images(X, None)
+            nngp, ntk, err = self.program.diag(X, want_ntk)
+            return KernelDiag(nngp=nngp if want_nngp else None, ntk=ntk if want_ntk else None, error_estimate=err)
         X = as_input_array(X, "X")
         _, q0, k = input_variances(X)
         pts = point_pass(self.program, q0, want_data=False, q0_exp=k)

@@ -43,6 +43,7 @@ from scipy.linalg.blas import dsyrk
 from ..compiler.codegen import load_module
 from ..compiler.duals.base import Dual
 from ..compiler.engine_source import build_engine_source
+from ..compiler.steps import Affine
 from ..errors import KernelOverflowError, KernelUnderflowWarning
 
 __all__ = ["Affine", "Program", "PointData", "point_pass", "pair_pass", "scale_rows", "check_range", "DEFAULT_TILE"]
@@ -63,14 +64,6 @@ _MIN_PAIR_SQRT_Q = 2.0**-511
 #: Largest variance handed to a non-homogeneous dual: their formulas multiply two variances
 #: (e.g. (1 + 2q₁)(1 + 2q₂) for Erf), which must not overflow.
 _MAX_DUAL_VARIANCE = 2.0**500
-
-
-@dataclass(frozen=True)
-class Affine:
-    """A Dense layer in the program: Σ ← w²Σ + b², Θ ← w²Θ + Σ."""
-
-    w2: float
-    b2: float
 
 
 class Program:

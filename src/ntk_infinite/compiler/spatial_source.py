@@ -1,0 +1,135 @@
+"""Source template of the jitted spatial pair pass, specialised to the duals of one program.
+
+Two drivers, one per layout (:mod:`ntk_infinite.evaluate._spatial_numerics`): ``full_tiles``
+(a (bi·P, bj·P) state per tile) and ``diag_tiles`` (a (P, bi, bj) state). Each runs, for a
+list of tiles of image pairs, Σ⁰ from the inputs, then every step (op codes: 0 Dense,
+−1 Conv and −3 Flatten (same-offset sums), −2 AvgPool or GlobalAvgPool (independent-offset sums),
+≥ 1 an activation's tile function), and stores Σ and Θ of the final dense state, mirroring
+off-diagonal tiles in the symmetric case. Only the activation dispatch is generated; the
+position maps are ordinary jitted functions.
+"""
+
+from __future__ import annotations
+
+__all__ = ["build_spatial_source"]
+
+_PRELUDE = '''
+from ntk_infinite.evaluate._spatial_numerics import init_full, init_diag, conv_full, conv_diag, pool_full
+'''
+
+_FULL = '''
+
+@nb.njit(nogil=True, **JIT_OPTIONS)
+def full_tiles(X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, PP1, PP2, PRM, out_s, out_t,
+               tiles, tile, want_nngp, want_ntk, symmetric):
+    n1 = out_s.shape[0] if want_nngp else out_t.shape[0]
+    n2 = out_s.shape[1] if want_nngp else out_t.shape[1]
+    L = ops.shape[0]
+    P0 = X1.shape[1]
+    for it in range(tiles.shape[0]):
+        I0 = tiles[it, 0]
+        J0 = tiles[it, 1]
+        bi = min(tile, n1 - I0)
+        bj = min(tile, n2 - J0)
+        rho = np.empty((bi * P0, bj * P0))
+        sn2 = np.empty((bi * P0, bj * P0))
+        t = np.empty((bi * P0, bj * P0) if want_ntk else (1, 1))
+        init_full(rho, sn2, t, X1, X2, inv1, inv2, I0, J0, bi, bj, P0, want_ntk)
+        P = P0
+        for l in range(L):
+            op = ops[l]
+            if op == 0:
+                affine_tile(rho, sn2, t, I0, J0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], wb[l, 0], wb[l, 1], want_ntk)
+            elif op < 0:
+                Po = pout[l]
+                nr = np.empty((bi * Po, bj * Po))
+                ns = np.empty((bi * Po, bj * Po))
+                nt = np.empty((bi * Po, bj * Po) if want_ntk else (1, 1))
+                tab = tabs[l, :Po, :]
+                if op != -2:
+                    conv_full(rho, sn2, t, nr, ns, nt, tab, kdiv[l], P, Po, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1],
+                              I0, J0, bi, bj, wb[l, 0], wb[l, 1], op == -1, want_ntk)
+                else:
+                    pool_full(rho, sn2, t, nr, ns, nt, tab, kdiv[l], P, Po, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1],
+                              I0, J0, bi, bj, want_ntk)
+                rho = nr
+                sn2 = ns
+                t = nt
+                P = Po
+__FULL_DISPATCH__
+        _store(rho, t, out_s, out_t, SQ1[L], SQ2[L], I0, J0, bi, bj, want_nngp, want_ntk, symmetric)
+
+
+@nb.njit(**JIT_INLINE)
+def _store(rho, t, out_s, out_t, sqf1, sqf2, I0, J0, bi, bj, want_nngp, want_ntk, symmetric):
+    if want_nngp:
+        for a in range(bi):
+            sa = sqf1[I0 + a]
+            rr = rho[a]
+            for b in range(bj):
+                rr[b] = rr[b] * (sa * sqf2[J0 + b])
+        store_tile(out_s, rho, I0, J0, symmetric)
+    if want_ntk:
+        store_tile(out_t, t, I0, J0, symmetric)
+'''
+
+_DIAG = '''
+
+@nb.njit(nogil=True, **JIT_OPTIONS)
+def diag_tiles(X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, PP1, PP2, PRM, out_s, out_t,
+               tiles, tile, want_nngp, want_ntk, symmetric):
+    n1 = out_s.shape[0] if want_nngp else out_t.shape[0]
+    n2 = out_s.shape[1] if want_nngp else out_t.shape[1]
+    L = ops.shape[0]
+    P0 = X1.shape[1]
+    for it in range(tiles.shape[0]):
+        I0 = tiles[it, 0]
+        J0 = tiles[it, 1]
+        bi = min(tile, n1 - I0)
+        bj = min(tile, n2 - J0)
+        rho = np.empty((P0, bi, bj))
+        sn2 = np.empty((P0, bi, bj))
+        t = np.empty((P0, bi, bj) if want_ntk else (1, 1, 1))
+        init_diag(rho, sn2, t, X1, X2, inv1, inv2, I0, J0, bi, bj, P0, want_ntk)
+        P = P0
+        for l in range(L):
+            op = ops[l]
+            if op == 0:
+                affine_tile(rho[0], sn2[0], t[0], I0, J0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], wb[l, 0], wb[l, 1],
+                            want_ntk)
+            elif op < 0:
+                Po = pout[l]
+                nr = np.empty((Po, bi, bj))
+                ns = np.empty((Po, bi, bj))
+                nt = np.empty((Po, bi, bj) if want_ntk else (1, 1, 1))
+                conv_diag(rho, sn2, t, nr, ns, nt, tabs[l, :Po, :], kdiv[l], n1, n2, SQ1[l], SQ2[l], SQ1[l + 1],
+                          SQ2[l + 1], I0, J0, bi, bj, wb[l, 0], wb[l, 1], op == -1, want_ntk)
+                rho = nr
+                sn2 = ns
+                t = nt
+                P = Po
+__DIAG_DISPATCH__
+        _store(rho[0], t[0], out_s, out_t, SQ1[L], SQ2[L], I0, J0, bi, bj, want_nngp, want_ntk, symmetric)
+'''
+
+_FULL_CASE = '''            elif op == {code}:
+                {fname}(rho, sn2, t, I0 * P, J0 * P, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], PP1[l], PP2[l], PRM[l],
+                        want_ntk)'''
+
+_DIAG_CASE = '''            elif op == {code}:
+                for p in range(P):
+                    {fname}(rho[p], sn2[p], t[p] if want_ntk else t[0], p * n1 + I0, p * n2 + J0, SQ1[l], SQ2[l],
+                            SQ1[l + 1], SQ2[l + 1], PP1[l], PP2[l], PRM[l], want_ntk)'''
+
+
+def build_spatial_source(header: str, dual_sources: list[tuple[int, str, str]]) -> str:
+    """Module source of both spatial drivers for the given duals (op code, name, tile source);
+    ``header`` is the dense engine's header (prelude, affine and store tiles)."""
+    parts = [header, _PRELUDE]
+    for _, _, source in dual_sources:
+        parts.append("\n\n" + source)
+    full = "\n".join(_FULL_CASE.format(code=c, fname=f) for c, f, _ in dual_sources)
+    diag = "\n".join(_DIAG_CASE.format(code=c, fname=f) for c, f, _ in dual_sources)
+    parts.append(_FULL.replace("__FULL_DISPATCH__", full))
+    parts.append(_DIAG.replace("__DIAG_DISPATCH__", diag))
+    return "".join(parts)

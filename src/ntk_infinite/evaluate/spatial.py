@@ -1,0 +1,444 @@
+"""Evaluation of spatial (convolutional) programs: layout, point pass, pair pass.
+
+Layouts (docs/DESIGN.md, "Spatial layers"; Novak et al. 2019): with a Flatten readout and no
+pooling before it only same-position entries K[p, p] ever reach the output, so the
+*diagonal* layout (P entries per pair of images) is exact; pooling (AvgPool,
+GlobalAvgPool) needs the *full* P × P block per pair. :func:`choose_layout` picks the
+cheaper one that is exact.
+
+Point pass. Per (image, position) variances q(x)[p] = Σ(x, x)[p, p] at every layer, the NTK
+diagonal and each activation's per-point data. Convolutions and Flatten need only the
+per-position variances; pooling needs the off-diagonal entries of each image's own block,
+so in the full layout the point pass carries each image's P × P self-covariance (Σ and Θ)
+in NumPy, batch by batch, activations by their NumPy duals (T, Ṫ) with the same-position
+entries from the exact per-point map.
+
+Pair pass. Tiles of image pairs, the whole recursion per tile in jitted code
+(:mod:`ntk_infinite.compiler.spatial_source`), on ``numba.get_num_threads()`` threads;
+only the lower triangle of tiles when X2 is None. Peak memory: the outputs, the per-point
+arrays O(n·P·L), and per thread one tile of state, 3·(tile·P)² floats (full) or
+3·tile²·P (diagonal); the default tile is chosen so that stays near 24 MiB.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..compiler.codegen import load_module
+from ..compiler.duals.base import Dual
+from ..compiler.engine_source import _HEADER
+from ..compiler.spatial_source import build_spatial_source
+from ..compiler.steps import OP_DENSE, OP_INDEPENDENT, OP_SAME_OFFSET, Affine
+from ..errors import InputError, KernelOverflowError
+
+__all__ = ["SpatialProgram", "choose_layout"]
+
+#: Per-thread tile state budget (floats): 3 arrays of state stay within ~24 MiB.
+_TILE_BUDGET = 1 << 20
+#: Largest variance a spatial program carries (its products of two variances stay finite).
+_MAX_VARIANCE = 1e150
+#: Images per batch of the NumPy self-covariance pass (bounded by memory: batch·P² floats).
+_SELF_BUDGET = 1 << 24
+
+
+def choose_layout(steps) -> str:
+    """"diagonal" when the readout is Flatten and no pooling precedes it, else "full"."""
+    for step in steps:
+        if getattr(step, "role", None) in ("linear", "readout"):
+            return "diagonal" if type(step).__name__ == "FlattenStep" else "full"
+    return "full"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The position maps of one input spatial shape: per step (P_in, P_out, table, divisor)."""
+
+    shapes: tuple
+    pin: np.ndarray
+    pout: np.ndarray
+    tabs: np.ndarray
+    kdiv: np.ndarray
+    ops: np.ndarray
+    wb: np.ndarray
+    maps: tuple
+
+
+class SpatialProgram:
+    """Resolved steps of a spatial network (Conv/AvgPool, activations, a readout, Dense)."""
+
+    def __init__(self, steps, n_spatial: int):
+        self.steps = tuple(steps)
+        self.n_spatial = n_spatial
+        self.layout = choose_layout(self.steps)
+        self.duals = [s for s in self.steps if isinstance(s, Dual)]
+        keys = []
+        for dual in self.duals:
+            if dual.key not in keys:
+                keys.append(dual.key)
+        self._codes = {key: i + 1 for i, key in enumerate(keys)}
+        self._module = None
+        self._lock = threading.Lock()
+        self._plans = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_module"] = None
+        state["_plans"] = {}
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def module(self):
+        if self._module is None:
+            with self._lock:
+                if self._module is None:
+                    sources, seen = [], set()
+                    for dual in self.duals:
+                        if dual.key not in seen:
+                            seen.add(dual.key)
+                            fname = f"tile_{dual.key}".replace("-", "_")
+                            sources.append((self._codes[dual.key], fname, dual.tile_source(fname)))
+                    from ..compiler.duals.arccos import SERIES_SWITCH
+
+                    header = _HEADER.replace("__SWITCH__", repr(SERIES_SWITCH))
+                    self._module = load_module(build_spatial_source(header, sources), prefix="spatial")
+        return self._module
+
+    # ------------------------------------------------------------------ plans
+    def plan(self, shape: tuple) -> _Plan:
+        """Position maps for inputs of spatial shape ``shape`` (cached per shape)."""
+        plan = self._plans.get(shape)
+        if plan is None:
+            plan = self._make_plan(shape)
+            with self._lock:
+                self._plans[shape] = plan
+        return plan
+
+    def _make_plan(self, shape):
+        L = len(self.steps)
+        shapes, maps = [shape], []
+        pin = np.zeros(L, dtype=np.int64)
+        pout = np.zeros(L, dtype=np.int64)
+        kdiv = np.ones(L)
+        ops = np.zeros(L, dtype=np.int64)
+        wb = np.zeros((L, 2))
+        for l, step in enumerate(self.steps):
+            cur = shapes[-1]
+            pin[l] = math.prod(cur)
+            if isinstance(step, Dual):
+                ops[l] = self._codes[step.key]
+                maps.append(None)
+                new = cur
+            elif isinstance(step, Affine):
+                ops[l] = OP_DENSE
+                wb[l] = step.w2, step.b2
+                maps.append(None)
+                new = cur
+            else:
+                pm = step.plan(cur)
+                ops[l] = pm.op
+                wb[l] = step.w2, step.b2
+                kdiv[l] = pm.divisor
+                maps.append(pm)
+                new = pm.out_shape
+            pout[l] = math.prod(new)
+            shapes.append(new)
+        kmax = max([m.table.shape[1] for m in maps if m is not None], default=1)
+        pmax = max([m.table.shape[0] for m in maps if m is not None], default=1)
+        tabs = np.full((L, pmax, kmax), -1, dtype=np.int64)
+        for l, m in enumerate(maps):
+            if m is not None:
+                tabs[l, : m.table.shape[0], : m.table.shape[1]] = m.table
+        return _Plan(tuple(shapes), pin, pout, tabs, kdiv, ops, wb, tuple(maps))
+
+    # ------------------------------------------------------------------ point pass
+    def point_pass(self, X: np.ndarray, shape: tuple, want_ntk: bool = True):
+        """Per-point quantities of images X (n, P, C) of spatial shape ``shape``: returns a dict with ``q`` (list of
+        (n, P_l) variances before each step and after the last), ``td`` (NTK diagonal per
+        layer), ``data``/``params`` per step, ``error_estimate``."""
+        plan = self.plan(shape)
+        n = X.shape[0]
+        q = np.einsum("npc,npc->np", X, X) / X.shape[2]
+        td = np.zeros_like(q)
+        needs_self = self.layout == "full" and any(m is not None and m.op == OP_INDEPENDENT for m in plan.maps)
+        selfc = selft = None
+        if needs_self:
+            selfc = np.einsum("npc,nrc->npr", X, X) / X.shape[2]
+            selft = np.zeros_like(selfc)
+        qs, tds, data, params, err = [q], [td], [], [], 0.0
+        for l, step in enumerate(self.steps):
+            m = plan.maps[l]
+            if isinstance(step, Dual):
+                res = step.point(q.ravel())
+                tdot = res.tdot.reshape(q.shape)
+                if selfc is not None:
+                    selfc, selft = _self_activation(step, selfc, selft, q, res, want_ntk)
+                q = np.asarray(res.q_out, dtype=np.float64).reshape(q.shape)
+                td = tdot * td
+                data.append(res.data)
+                params.append(np.asarray(step.params if res.params is None else res.params, dtype=np.float64))
+                err = max(err, float(res.error_estimate))
+            else:
+                if m is None:  # Dense after the readout
+                    q = step.w2 * q + step.b2
+                    td = step.w2 * td + q
+                    if selfc is not None:
+                        selfc = step.w2 * selfc + step.b2
+                        selft = step.w2 * selft + selfc
+                elif m.op == OP_INDEPENDENT:
+                    selfc = _pool_self(selfc, m)
+                    selft = _pool_self(selft, m) if want_ntk else selft
+                    q = np.einsum("npp->np", selfc).copy()
+                    td = np.einsum("npp->np", selft).copy() if want_ntk else np.zeros_like(q)
+                else:
+                    add = 1.0 if m.op == OP_SAME_OFFSET else 0.0  # Conv adds Σ to Θ, Flatten only averages
+                    q_new = step.w2 * _conv_vector(q, m) + step.b2
+                    td = step.w2 * _conv_vector(td, m) + add * q_new
+                    if selfc is not None:
+                        selfc = step.w2 * _conv_self(selfc, m) + step.b2
+                        selft = step.w2 * _conv_self(selft, m) + add * selfc
+                    q = q_new
+                data.append(None)
+                params.append(np.zeros(0))
+            if not np.all(q <= _MAX_VARIANCE):
+                raise KernelOverflowError(
+                    f"The variances after layer {l} ({getattr(step, 'layer', step)!r}) reach "
+                    f"{float(np.max(q)):.3g}, beyond what a spatial network carries ({_MAX_VARIANCE:.0e}). Rescale the "
+                    "inputs (divide X by a large factor) or the weights (smaller w_std)."
+                )
+            qs.append(q)
+            tds.append(td)
+        return dict(q=qs, td=tds, data=data, params=params, error_estimate=err, plan=plan, n=n)
+
+    # ------------------------------------------------------------------ pair pass
+    def pair_pass(self, X1, X2, want_nngp, want_ntk, tile=None, progress=None):
+        """NNGP/NTK Gram matrices of images X1 (n1, *S, C) and X2 (or X1 when None)."""
+        symmetric = X2 is None
+        shape = X1.shape[1:-1]
+        F1 = np.ascontiguousarray(X1.reshape(X1.shape[0], -1, X1.shape[-1]))
+        F2 = F1 if symmetric else np.ascontiguousarray(X2.reshape(X2.shape[0], -1, X2.shape[-1]))
+        stacked = F1 if symmetric else np.concatenate([F1, F2])
+        pts = self.point_pass(stacked, shape, want_ntk)
+        n1, n2 = F1.shape[0], F2.shape[0]
+        out_s = np.empty((n1, n2)) if want_nngp else None
+        out_t = np.empty((n1, n2)) if want_ntk else None
+        if n1 == 0 or n2 == 0:
+            return out_s, out_t, pts
+        plan = pts["plan"]
+        position_major = self.layout == "diagonal"
+        SQ1, SQ2 = _point_arrays(pts["q"], n1, None if symmetric else n2, position_major, sqrt=True)
+        PP1, PP2 = _data_arrays(pts["data"], pts["q"], n1, None if symmetric else n2, position_major)
+        P = max((p.size for p in pts["params"]), default=0)
+        prm = np.zeros((len(self.steps), max(P, 1)))
+        for l, p in enumerate(pts["params"]):
+            prm[l, : p.size] = p
+        inv1 = _inverse_norms(F1)
+        inv2 = inv1 if symmetric else _inverse_norms(F2)
+        P0 = F1.shape[1]
+        if tile is None:
+            per = 3 * (P0 * P0 if self.layout == "full" else P0)
+            tile = max(1, int(math.sqrt(_TILE_BUDGET / max(per, 1))))
+        tiles = _tiles(n1, n2, tile, symmetric)
+        driver = self.module.diag_tiles if position_major else self.module.full_tiles
+        dummy = np.empty((1, 1))
+        args = (F1, F2, inv1, inv2, SQ1, SQ2, plan.ops, plan.wb, plan.tabs, plan.kdiv, plan.pin, plan.pout,
+                PP1, PP2, prm, out_s if want_nngp else dummy, out_t if want_ntk else dummy)
+
+        def run(chunk):
+            driver(*args, chunk, tile, want_nngp, want_ntk, symmetric)
+            return len(chunk)
+
+        n_threads = max(1, min(numba.get_num_threads(), len(tiles)))
+        n_chunks = min(len(tiles), n_threads * 4 if (n_threads > 1 or progress is not None) else 1)
+        chunks = [np.ascontiguousarray(c) for c in np.array_split(tiles, n_chunks)]
+        if n_threads == 1:
+            for chunk in chunks:
+                done = run(chunk)
+                if progress is not None:
+                    progress(done, len(tiles))
+        else:
+            with ThreadPoolExecutor(max_workers=n_threads) as pool:
+                for done in pool.map(run, chunks):
+                    if progress is not None:
+                        progress(done, len(tiles))
+        if not symmetric:
+            _fill_identical(out_s, out_t, F1, F2, pts, n1)
+        if symmetric:
+            # Each image with itself: the point pass knows ρ = 1 at equal positions exactly, where
+            # the pair pass re-derives it from pooled sums (off by rounding, which an activation
+            # after pooling would amplify to ~1e-8 in Ṫ).
+            idx = np.arange(n1)
+            if want_nngp:
+                out_s[idx, idx] = pts["q"][-1][:, 0]
+            if want_ntk:
+                out_t[idx, idx] = pts["td"][-1][:, 0]
+        return out_s, out_t, pts
+
+    def diag(self, X, want_ntk=True):
+        """(NNGP diagonal, NTK diagonal, error estimate) of images X (n, *S, C)."""
+        F = np.ascontiguousarray(X.reshape(X.shape[0], -1, X.shape[-1]))
+        pts = self.point_pass(F, X.shape[1:-1], want_ntk)
+        return pts["q"][-1][:, 0], pts["td"][-1][:, 0], pts["error_estimate"]
+
+
+def _fill_identical(out_s, out_t, F1, F2, pts, n1):
+    """Entries of an image of X1 with the identical image of X2 from the point pass (exact,
+    as on the diagonal of K(X)), so K(X, X) equals K(X)."""
+    rows = {F1[i].tobytes(): i for i in range(F1.shape[0])}
+    for j in range(F2.shape[0]):
+        i = rows.get(F2[j].tobytes())
+        if i is not None:
+            if out_s is not None:
+                out_s[i, j] = pts["q"][-1][i, 0]
+            if out_t is not None:
+                out_t[i, j] = pts["td"][-1][i, 0]
+
+
+def _conv_vector(v, m):
+    """Same-offset sum of per-position values v (n, P) over the table: (1/k) Σ_o v[tab[u, o]]."""
+    tab = m.table
+    valid = tab >= 0
+    gathered = np.where(valid[None], v[:, np.where(valid, tab, 0)], 0.0)
+    return gathered.sum(axis=2) / m.divisor
+
+
+def _conv_self(S, m):
+    """Same-offset sum of self blocks S (n, P, P): (1/k) Σ_o S[tab[u, o], tab[v, o]]."""
+    tab = m.table
+    valid = tab >= 0
+    idx = np.where(valid, tab, 0)
+    out = np.zeros((S.shape[0], tab.shape[0], tab.shape[0]))
+    for o in range(tab.shape[1]):
+        block = S[:, idx[:, o]][:, :, idx[:, o]]
+        mask = valid[:, o][:, None] & valid[:, o][None, :]
+        out += np.where(mask[None], block, 0.0)
+    return out / m.divisor
+
+
+def _pool_self(S, m):
+    """Independent-offset average of self blocks: A S Aᵀ with A[u, p] = #{o: tab[u, o] = p}/k."""
+    tab = m.table
+    A = np.zeros((tab.shape[0], S.shape[1]))
+    for u in range(tab.shape[0]):
+        for p in tab[u]:
+            if p >= 0:
+                A[u, p] += 1.0
+    A /= m.divisor
+    return np.einsum("up,npr,vr->nuv", A, S, A, optimize=True)
+
+
+def _self_activation(dual, selfc, selft, q, res, want_ntk):
+    """Each image's own P × P block through an activation (NumPy duals); same-position
+    entries from the per-point map."""
+    n, P = q.shape
+    q1 = np.broadcast_to(q[:, :, None], selfc.shape)
+    q2 = np.broadcast_to(q[:, None, :], selfc.shape)
+    c = np.clip(selfc, -np.sqrt(q1 * q2), np.sqrt(q1 * q2))
+    new_c = np.asarray(dual.T(q1, q2, c), dtype=np.float64)
+    idx = np.arange(P)
+    new_c[:, idx, idx] = np.asarray(res.q_out).reshape(n, P)
+    new_t = selft
+    if want_ntk:
+        tdot = np.asarray(dual.Tdot(q1, q2, c), dtype=np.float64)
+        tdot[:, idx, idx] = np.asarray(res.tdot).reshape(n, P)
+        new_t = tdot * selft
+    return new_c, new_t
+
+
+def _point_arrays(qs, n1, n2, position_major, sqrt):
+    """(SQ1, SQ2): (L+1, n·P_max) √q per layer, image-major (i·P + p) or position-major (p·n + i)."""
+    def arrange(sel):
+        rows = []
+        for q in qs:
+            part = q[sel]
+            v = np.sqrt(part) if sqrt else part
+            rows.append((v.T if position_major else v).ravel())
+        out = np.zeros((len(rows), max(r.size for r in rows)))
+        for l, r in enumerate(rows):
+            out[l, : r.size] = r
+        return out
+
+    a = arrange(slice(0, n1))
+    b = a if n2 is None else arrange(slice(n1, n1 + n2))
+    return a, b
+
+
+def _data_arrays(data, qs, n1, n2, position_major):
+    """(PP1, PP2): (L, K, n·P_max) per-point dual data in the layout's point order."""
+    L = len(data)
+    K = max([d.shape[0] for d in data if d is not None], default=0)
+    width = max(q.shape[1] for q in qs)
+
+    def arrange(start, count):
+        out = np.zeros((L, K, count * width))
+        for l, d in enumerate(data):
+            if d is None:
+                continue
+            P = qs[l].shape[1]
+            block = d.reshape(d.shape[0], -1, P)[:, start:start + count, :]  # (K, n, P)
+            flat = (block.transpose(0, 2, 1) if position_major else block).reshape(d.shape[0], -1)
+            out[l, : d.shape[0], : flat.shape[1]] = flat
+        return out
+
+    a = arrange(0, n1)
+    b = a if n2 is None else arrange(n1, n2)
+    return a, b
+
+
+def _inverse_norms(F):
+    norms = np.sqrt(np.einsum("npc,npc->np", F, F))
+    with np.errstate(divide="ignore"):
+        return np.where(norms > 0, 1.0 / norms, 0.0)
+
+
+def _tiles(n1, n2, tile, symmetric):
+    rows, cols = np.arange(0, n1, tile), np.arange(0, n2, tile)
+    ii, jj = np.meshgrid(rows, cols, indexing="ij")
+    ii, jj = ii.ravel(), jj.ravel()
+    if symmetric:
+        keep = ii >= jj
+        ii, jj = ii[keep], jj[keep]
+    return np.ascontiguousarray(np.stack([ii, jj], axis=1).astype(np.int64))
+
+
+def check_images(X, name, n_spatial, channels=None):
+    """Coerce X to a finite float64 array (n, S₁, …, S_k, C) or raise InputError."""
+    arr = np.asarray(X)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must contain real numbers; got dtype {arr.dtype}.")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be real; got complex dtype {arr.dtype}.")
+    want = n_spatial + 2
+    if arr.ndim != want:
+        layout = {1: "(n, L, C)", 2: "(n, H, W, C) (NHWC)"}.get(n_spatial, f"(n, S1, …, S{n_spatial}, C)")
+        hint = ""
+        if arr.ndim == 2:
+            hint = (f" A convolutional architecture needs images, not flat rows: reshape them, e.g. "
+                    f"{name}.reshape(len({name}), H, W, C), or use a dense architecture.")
+        raise InputError(
+            f"{name} must be a {want}-D array of shape {layout} for this {n_spatial}-D convolutional architecture; "
+            f"got shape {arr.shape}.{hint}"
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if arr.shape[-1] == 0 or any(s == 0 for s in arr.shape[1:-1]):
+        raise InputError(f"{name} has an empty spatial axis or no channels: shape {arr.shape}.")
+    if channels is not None and arr.shape[-1] != channels:
+        raise InputError(
+            f"{name} has {arr.shape[-1]} channels but X1 has {channels}; pass images with the same number of "
+            "channels (the last axis)."
+        )
+    if arr.size and not np.isfinite(arr).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise InputError(f"{name} contains NaN or infinite values (first at index {bad}); the kernels need finite "
+                         "inputs. Remove or impute them first.")
+    return arr
