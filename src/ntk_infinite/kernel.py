@@ -87,8 +87,8 @@ def _validate(arch: Architecture) -> None:
             raise ArchitectureError(
                 f"{layer!r} at position {i} comes {where}, but an activation needs an affine layer "
                 f"({'Conv or Dense' if spatial else 'Dense'}) before it: the infinite-width recursion acts on Gaussian "
-                "pre-activations. Insert an affine layer before it (or merge consecutive activations into one "
-                "Activation)."
+                f"pre-activations. Insert a {'Conv or Dense' if spatial else 'Dense'} layer before it (or merge "
+                "consecutive activations into one Activation)."
             )
         if isinstance(layer, SpatialLayer) and readout_at is not None:
             raise ArchitectureError(
@@ -173,7 +173,7 @@ class CompiledKernel:
         text = self.architecture.to_text() if _textual(self.architecture) else repr(self.architecture)
         return f"CompiledKernel({text}, layout={self.layout!r})" if self.spatial else f"CompiledKernel({text})"
 
-    def __call__(self, X1, X2=None, *, get=("nngp", "ntk"), tile: int | None = None, progress=None) -> Kernels:
+    def __call__(self, X1, X2=None, *, get=("nngp", "ntk"), tile: int = DEFAULT_TILE, progress=None) -> Kernels:
         r"""NNGP and NTK Gram matrices.
 
         .. math::
@@ -190,9 +190,9 @@ class CompiledKernel:
             When omitted the kernel of X1 with itself is computed, one triangle only.
         get : {"nngp", "ntk"} or tuple of them
             Only what is asked for is computed (the NTK work is skipped for ``"nngp"``).
-        tile : int, optional
-            Tile edge (in images) of the pair pass; results do not depend on it. Default: 128
-            for dense networks, for spatial ones the largest whose state fits ~24 MiB.
+        tile : int
+            Tile edge (in inputs) of the pair pass; results do not depend on it. Spatial
+            networks cap it so that one tile's state stays near 24 MiB per thread.
         progress : callable(done, total), optional
             Called after each chunk of tiles (used by the command line's progress bar).
 
@@ -204,8 +204,7 @@ class CompiledKernel:
             duals (0.0 for exact routes).
         """
         want_nngp, want_ntk = parse_get(get)
-        if tile is not None:
-            tile = check_param("kernel", "tile", tile, low=1, integer=True)
+        tile = check_param("kernel", "tile", tile, low=1, integer=True)
         total = {"done": 0}
 
         def report(k, n):
@@ -226,7 +225,7 @@ class CompiledKernel:
                     "number of columns."
                 )
         nngp, ntk, pts = pair_pass(
-            self.program, X1, X2, want_nngp, want_ntk, tile=tile or DEFAULT_TILE,
+            self.program, X1, X2, want_nngp, want_ntk, tile=tile,
             progress=report if progress else None
         )
         return Kernels(nngp=nngp, ntk=ntk, error_estimate=pts.error_estimate)

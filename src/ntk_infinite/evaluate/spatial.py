@@ -245,9 +245,8 @@ class SpatialProgram:
         inv1 = _inverse_norms(F1)
         inv2 = inv1 if symmetric else _inverse_norms(F2)
         P0 = F1.shape[1]
-        if tile is None:
-            per = 3 * (P0 * P0 if self.layout == "full" else P0)
-            tile = max(1, int(math.sqrt(_TILE_BUDGET / max(per, 1))))
+        per = 3 * (P0 * P0 if self.layout == "full" else P0)
+        tile = max(1, min(tile or 1 << 30, int(math.sqrt(_TILE_BUDGET / max(per, 1)))))
         tiles = _tiles(n1, n2, tile, symmetric)
         driver = self.module.diag_tiles if position_major else self.module.full_tiles
         dummy = np.empty((1, 1))
