@@ -36,6 +36,7 @@ from ..compiler.engine_source import _HEADER
 from ..compiler.spatial_source import build_spatial_source
 from ..compiler.steps import OP_DENSE, OP_INDEPENDENT, OP_SAME_OFFSET, Affine
 from ..errors import InputError, KernelOverflowError
+from .engine import _tiles
 
 __all__ = ["SpatialProgram", "choose_layout"]
 
@@ -398,16 +399,6 @@ def _inverse_norms(F):
     norms = np.sqrt(np.einsum("npc,npc->np", F, F))
     with np.errstate(divide="ignore"):
         return np.where(norms > 0, 1.0 / norms, 0.0)
-
-
-def _tiles(n1, n2, tile, symmetric):
-    rows, cols = np.arange(0, n1, tile), np.arange(0, n2, tile)
-    ii, jj = np.meshgrid(rows, cols, indexing="ij")
-    ii, jj = ii.ravel(), jj.ravel()
-    if symmetric:
-        keep = ii >= jj
-        ii, jj = ii[keep], jj[keep]
-    return np.ascontiguousarray(np.stack([ii, jj], axis=1).astype(np.int64))
 
 
 def check_images(X, name, n_spatial, channels=None):
