@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..describe.layers import ActivationLayer, Dense, Identity
-from ..describe.spatial import AvgPool, Conv, Flatten, GlobalAvgPool, pad_low, spatial_output_shape
+from ..describe.spatial import AvgPool, Conv, Flatten, GlobalAvgPool, output_size, pad_low, spatial_output_shape
 
 __all__ = ["Affine", "ConvStep", "PoolStep", "FlattenStep", "GlobalAvgPoolStep", "compile_step", "PositionMap",
            "role_of"]
@@ -62,8 +62,6 @@ def _window_table(shape, window, strides, padding):
     out = []
     pads = []
     for n, k, s in zip(shape, window, strides):
-        from ..describe.spatial import output_size
-
         out.append(output_size(n, k, s, padding))
         pads.append(pad_low(n, k, s, padding))
     offsets = list(itertools.product(*(range(k) for k in window)))
@@ -134,37 +132,37 @@ def _all_positions(shape):
     return np.arange(P, dtype=np.int64)[None, :], float(P)
 
 
-@dataclass(frozen=True)
-class FlattenStep:
-    """Flatten: the mean of the same-position entries (a same-offset sum over all positions)."""
+class _ReadoutStep:
+    """A readout: a map over all positions to one number per pair (no affine part)."""
 
-    layer: Flatten
     role = "readout"
     spatial = True
     w2 = 1.0
     b2 = 0.0
+    op: int = OP_FLATTEN
 
     def plan(self, shape) -> PositionMap:
         table, P = _all_positions(shape)
-        return PositionMap((), table, P, OP_FLATTEN)
+        return PositionMap((), table, P, self.op)
+
+
+@dataclass(frozen=True)
+class FlattenStep(_ReadoutStep):
+    """Flatten: the mean of the same-position entries (a same-offset sum over all positions)."""
+
+    layer: Flatten
+    op = OP_FLATTEN
 
     def formula_text(self):
         return (r"\Sigma \leftarrow \frac{1}{P}\sum_p \Sigma[p,p]", r"\Theta \leftarrow \frac{1}{P}\sum_p \Theta[p,p]")
 
 
 @dataclass(frozen=True)
-class GlobalAvgPoolStep:
+class GlobalAvgPoolStep(_ReadoutStep):
     """GlobalAvgPool: the mean over all position pairs."""
 
     layer: GlobalAvgPool
-    role = "readout"
-    spatial = True
-    w2 = 1.0
-    b2 = 0.0
-
-    def plan(self, shape) -> PositionMap:
-        table, P = _all_positions(shape)
-        return PositionMap((), table, P, OP_INDEPENDENT)
+    op = OP_INDEPENDENT
 
     def formula_text(self):
         return (r"\Sigma \leftarrow \frac{1}{P^2}\sum_{p,p'} \Sigma[p,p']",

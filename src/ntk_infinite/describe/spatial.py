@@ -75,6 +75,17 @@ def _padding(owner: str, value) -> str:
     return upper
 
 
+def _normalise_window(layer, window_field: str) -> None:
+    """Validate and store a window layer's window, strides and padding as canonical values."""
+    owner = type(layer).__name__
+    window = _shape_tuple(owner, window_field, getattr(layer, window_field))
+    strides = _shape_tuple(owner, "strides", layer.strides, allow_none=True)
+    _check_strides(owner, window, strides)
+    object.__setattr__(layer, window_field, window)
+    object.__setattr__(layer, "strides", strides)
+    object.__setattr__(layer, "padding", _padding(owner, layer.padding))
+
+
 def _check_strides(owner: str, window: tuple, strides):
     if strides is not None and len(strides) != len(window):
         raise ParameterError(
@@ -127,12 +138,7 @@ class Conv(SpatialLayer):
     channels: int | None = None
 
     def __post_init__(self):
-        fs = _shape_tuple("Conv", "filter_shape", self.filter_shape)
-        st = _shape_tuple("Conv", "strides", self.strides, allow_none=True)
-        _check_strides("Conv", fs, st)
-        object.__setattr__(self, "filter_shape", fs)
-        object.__setattr__(self, "strides", st)
-        object.__setattr__(self, "padding", _padding("Conv", self.padding))
+        _normalise_window(self, "filter_shape")
         for name in ("w_std", "b_std"):
             object.__setattr__(self, name, check_param("Conv", name, getattr(self, name), low=0.0, high=MAX_STD))
         if self.channels is not None:
@@ -169,12 +175,7 @@ class AvgPool(SpatialLayer):
     padding: str = "VALID"
 
     def __post_init__(self):
-        ws = _shape_tuple("AvgPool", "window_shape", self.window_shape)
-        st = _shape_tuple("AvgPool", "strides", self.strides, allow_none=True)
-        _check_strides("AvgPool", ws, st)
-        object.__setattr__(self, "window_shape", ws)
-        object.__setattr__(self, "strides", st)
-        object.__setattr__(self, "padding", _padding("AvgPool", self.padding))
+        _normalise_window(self, "window_shape")
 
     @property
     def ndim(self) -> int:

@@ -359,6 +359,24 @@ def _tiles(n1: int, n2: int, tile: int, symmetric: bool) -> np.ndarray:
     return np.ascontiguousarray(np.stack([ii, jj], axis=1).astype(np.int64))
 
 
+def run_tile_chunks(run, tiles: np.ndarray, n_threads: int, progress=None, per_thread: int = 8) -> None:
+    """Call ``run(chunk)`` (which returns the chunk's tile count) over chunks of ``tiles`` on
+    ``n_threads`` threads, reporting ``progress(done, total)`` after each chunk. Several chunks
+    per thread balance the load (edge tiles are smaller) and pace the progress bar."""
+    n_chunks = min(len(tiles), n_threads * per_thread if (n_threads > 1 or progress is not None) else 1)
+    chunks = [np.ascontiguousarray(c) for c in np.array_split(tiles, n_chunks)]
+    if n_threads == 1:
+        results = map(run, chunks)
+        for done in results:
+            if progress is not None:
+                progress(done, len(tiles))
+        return
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for done in pool.map(run, chunks):
+            if progress is not None:
+                progress(done, len(tiles))
+
+
 def scale_rows(X: np.ndarray):
     """(X̃, k) with X̃ᵢ = Xᵢ·2^{−kᵢ} exactly, so every product of entries of X̃ stays in float64's
     normal range; kᵢ = 0 (and X̃ is X itself) for rows whose largest |entry| is within 2^±250.
@@ -444,19 +462,7 @@ def pair_pass(
     # Threads only pay off when each has real work: below ~2e5 entry-layers one thread wins.
     work = (n1 * n2 / (2 if symmetric else 1)) * max(len(program.steps), 1)
     n_threads = max(1, min(numba.get_num_threads(), len(tiles) // 2)) if work > _MIN_PARALLEL_WORK else 1
-    # Several chunks per thread balance the load (edge tiles are smaller) and pace the progress bar.
-    n_chunks = min(len(tiles), n_threads * 8 if (n_threads > 1 or progress is not None) else 1)
-    chunks = [np.ascontiguousarray(c) for c in np.array_split(tiles, n_chunks)]
-    if n_threads == 1:
-        results = map(run, chunks)
-        for done in results:
-            if progress is not None:
-                progress(done, len(tiles))
-    else:
-        with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            for done in pool.map(run, chunks):
-                if progress is not None:
-                    progress(done, len(tiles))
+    run_tile_chunks(run, tiles, n_threads, progress)
     _zero_tiny_pairs((out_s, out_t), (pts.nngp_diag, pts.ntk_diag), pts.sqrt_q, n1, symmetric)
     if symmetric:
         idx = np.arange(n1)

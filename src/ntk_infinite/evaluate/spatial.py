@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -36,7 +35,7 @@ from ..compiler.engine_source import _HEADER
 from ..compiler.spatial_source import build_spatial_source
 from ..compiler.steps import OP_DENSE, OP_INDEPENDENT, OP_SAME_OFFSET, Affine
 from ..errors import InputError, KernelOverflowError
-from .engine import _tiles
+from .engine import _tiles, run_tile_chunks
 
 __all__ = ["SpatialProgram", "choose_layout"]
 
@@ -44,8 +43,6 @@ __all__ = ["SpatialProgram", "choose_layout"]
 _TILE_BUDGET = 1 << 20
 #: Largest variance a spatial program carries (its products of two variances stay finite).
 _MAX_VARIANCE = 1e150
-#: Images per batch of the NumPy self-covariance pass (bounded by memory: batch·P² floats).
-_SELF_BUDGET = 1 << 24
 
 
 def choose_layout(steps) -> str:
@@ -237,7 +234,7 @@ class SpatialProgram:
             return out_s, out_t, pts
         plan = pts["plan"]
         position_major = self.layout == "diagonal"
-        SQ1, SQ2 = _point_arrays(pts["q"], n1, None if symmetric else n2, position_major, sqrt=True)
+        SQ1, SQ2 = _point_arrays(pts["q"], n1, None if symmetric else n2, position_major)
         PP1, PP2 = _data_arrays(pts["data"], pts["q"], n1, None if symmetric else n2, position_major)
         P = max((p.size for p in pts["params"]), default=0)
         prm = np.zeros((len(self.steps), max(P, 1)))
@@ -258,19 +255,7 @@ class SpatialProgram:
             driver(*args, chunk, tile, want_nngp, want_ntk, symmetric)
             return len(chunk)
 
-        n_threads = max(1, min(numba.get_num_threads(), len(tiles)))
-        n_chunks = min(len(tiles), n_threads * 4 if (n_threads > 1 or progress is not None) else 1)
-        chunks = [np.ascontiguousarray(c) for c in np.array_split(tiles, n_chunks)]
-        if n_threads == 1:
-            for chunk in chunks:
-                done = run(chunk)
-                if progress is not None:
-                    progress(done, len(tiles))
-        else:
-            with ThreadPoolExecutor(max_workers=n_threads) as pool:
-                for done in pool.map(run, chunks):
-                    if progress is not None:
-                        progress(done, len(tiles))
+        run_tile_chunks(run, tiles, max(1, min(numba.get_num_threads(), len(tiles))), progress, per_thread=4)
         if not symmetric:
             _fill_identical(out_s, out_t, F1, F2, pts, n1)
         if symmetric:
@@ -355,13 +340,13 @@ def _self_activation(dual, selfc, selft, q, res, want_ntk):
     return new_c, new_t
 
 
-def _point_arrays(qs, n1, n2, position_major, sqrt):
+def _point_arrays(qs, n1, n2, position_major):
     """(SQ1, SQ2): (L+1, n·P_max) √q per layer, image-major (i·P + p) or position-major (p·n + i)."""
     def arrange(sel):
         rows = []
         for q in qs:
             part = q[sel]
-            v = np.sqrt(part) if sqrt else part
+            v = np.sqrt(part)
             rows.append((v.T if position_major else v).ravel())
         out = np.zeros((len(rows), max(r.size for r in rows)))
         for l, r in enumerate(rows):
