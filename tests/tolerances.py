@@ -168,3 +168,6 @@ CONV_SHIFT_MIN_CHANGE = 1e-3
 #: (1 and 1e-312): the small row's variance is subnormal in the call's units, which keeps
 #: 52 − 14 = 38 bits, 2^-38 ≈ 3.6e-12.
 MIXED_SCALE_RTOL = 1e-11
+#: Power of the Monte-Carlo checks of finite CNNs (test_empirical_conv.py): the same bound that
+#: accepts the empirical means must reject the reference kernel scaled by 1 + this.
+CONV_MC_POWER_RTOL = 0.1

@@ -9,12 +9,17 @@ the infinite-width limit, with the same layers and the NTK parameterisation of d
 
     z = \frac{\sigma_w}{\sqrt{n_{in}}} W h + \sigma_b b, \qquad W_{ij}, b_i \sim N(0, 1),
 
-so the first layer sees :math:`\Sigma^0(x, x') = x\cdot x'/d`. All parameters live in one
-flat float64 vector ``theta`` (the layers' ``W`` and ``b`` are views into it), which makes
-gradient descent, norms and perturbations plain vector operations.
+so the first layer sees :math:`\Sigma^0(x, x') = x\cdot x'/d`. Convolutional networks take
+inputs (n, S₁, …, S_k, C), channels last, and scale a ``Conv`` by
+:math:`\sigma_w/\sqrt{C_{in}|k|}` (:mod:`ntk_infinite.verify.spatial_ops`). All parameters live
+in one flat float64 vector ``theta`` (the layers' ``W`` and ``b`` are views into it), which
+makes gradient descent, norms and perturbations plain vector operations.
 
-Everything is computed by explicit forward and backward passes in NumPy (no autodiff
-framework):
+Each layer is one small *op* built for its input shape (``_DenseOp``, ``_ActivationOp``, and
+the spatial ``ConvOp``, ``PoolOp``, ``FlattenOp``, ``GlobalAvgPoolOp``), with ``forward``,
+``backward`` and ``tangent``; parametrised ops add ``grad``, ``jacobian`` and ``ntk``. A new
+layer kind is written in one place. Everything is computed by explicit forward and backward
+passes in NumPy (no autodiff framework):
 
 * :meth:`FiniteNetwork.apply`: forward pass, outputs (n, k);
 * :meth:`FiniteNetwork.jacobian`: the exact Jacobian (n·k, P), for small networks;
@@ -27,7 +32,8 @@ framework):
       + \sigma_{b,l}^2\Big)\, \delta_{l,a}(x)\cdot\delta_{l,b}(x'),
       \qquad \delta_{l,a} = \partial f_a / \partial z_l,
 
-  which costs O(n·Σ n_l) memory instead of O(n·P) (P ≈ 16.8 million at width 4096 with two
+  (for a convolution, summed over position pairs with its patches in place of ``h``), which
+  costs O(n·Σ n_l) memory instead of O(n·P) (P ≈ 16.8 million at width 4096 with two
   hidden layers, where ``J`` of 20 inputs would take 2.7 GB);
 * :meth:`FiniteNetwork.nngp`: the covariance of the outputs over the readout's random
   initialisation given the hidden layers, :math:`\sigma_w^2 h(x)\cdot h(x')/n + \sigma_b^2`
@@ -52,6 +58,8 @@ import numpy as np
 from ..errors import ArchitectureError, InputError, ParameterError, as_input_array, check_param
 from ..kernel import as_architecture
 from ..describe.layers import ActivationLayer, Dense
+from ..describe.spatial import AvgPool, Conv, Flatten, GlobalAvgPool, SpatialLayer
+from .spatial_ops import ConvOp, FlattenOp, GlobalAvgPoolOp, PoolOp, as_spatial_input
 
 __all__ = [
     "FiniteNetwork",
@@ -59,6 +67,8 @@ __all__ = [
     "MonteCarloKernels",
     "monte_carlo_kernels",
     "as_architecture",
+    "as_network_input",
+    "input_shape_of",
     "thin_blas",
 ]
 
@@ -83,19 +93,104 @@ def thin_blas():
         yield
 
 
-@dataclass(frozen=True)
-class _DenseOp:
-    index: int  # position in the architecture
-    n_in: int
-    n_out: int
-    w_std: float
-    b_std: float
-    w_slice: slice
-    b_slice: slice
+def as_network_input(X, name: str = "X") -> np.ndarray:
+    """Inputs of a finite network: (n, d) for dense networks (checked by ``as_input_array``),
+    or (n, S₁, …, S_k, C) for spatial ones; a float64, C-contiguous, finite array."""
+    arr = np.asarray(X) if X is not None else None
+    if arr is not None and arr.ndim > 2:
+        return as_spatial_input(arr, name, arr.shape[1:])
+    return as_input_array(X, name)
 
-    @property
-    def scale(self) -> float:
-        return self.w_std / np.sqrt(self.n_in)
+
+def input_shape_of(X: np.ndarray):
+    """The ``in_features`` of inputs ``X``: ``d`` for (n, d), ``(S₁, …, S_k, C)`` otherwise."""
+    return X.shape[1] if X.ndim == 2 else tuple(X.shape[1:])
+
+
+# ---------------------------------------------------------------------- layer ops
+class _DenseOp:
+    """A Dense layer on flat states: (n, n_in) → (n, n_out), weights (n_out, n_in)."""
+
+    def __init__(self, index: int, n_in: int, n_out: int, layer: Dense, offset: int):
+        self.index, self.n_in, self.n_out = index, n_in, n_out
+        self.in_shape, self.out_shape = (n_in,), (n_out,)
+        self.w_std, self.b_std = layer.w_std, layer.b_std
+        self.w_slice = slice(offset, offset + n_out * n_in)
+        self.b_slice = slice(self.w_slice.stop, self.w_slice.stop + n_out)
+        self.n_params = self.b_slice.stop - offset
+        self.w_shape = (n_out, n_in)
+        self.scale = self.w_std / np.sqrt(n_in)
+
+    def weights(self, theta):
+        return theta[self.w_slice].reshape(self.n_out, self.n_in)
+
+    def forward(self, theta, h):
+        z = h @ self.weights(theta).T
+        z *= self.scale
+        if self.b_std:
+            z += self.b_std * theta[self.b_slice]
+        return z
+
+    def backward(self, theta, h, delta):
+        n, m, _ = delta.shape
+        out = (delta.reshape(n * m, self.n_out) @ self.weights(theta)).reshape(n, m, self.n_in)
+        out *= self.scale
+        return out
+
+    def tangent(self, theta, v, h, dh):
+        W, dW = self.weights(theta), v[self.w_slice].reshape(self.n_out, self.n_in)
+        z = self.scale * (h @ W.T) + self.b_std * theta[self.b_slice]
+        return z, self.scale * (h @ dW.T + dh @ W.T) + self.b_std * v[self.b_slice]
+
+    def grad(self, h, delta, out):
+        d2 = delta[:, 0, :]
+        np.matmul((self.scale * d2).T, h, out=out[self.w_slice].reshape(self.n_out, self.n_in))
+        out[self.b_slice] = self.b_std * d2.sum(axis=0)
+
+    def jacobian(self, h, delta, J):
+        n, k = delta.shape[:2]
+        J[:, :, self.w_slice] = self.scale * np.einsum("nai,nj->naij", delta, h).reshape(n, k, -1)
+        J[:, :, self.b_slice] = self.b_std * delta
+
+    def ntk(self, h1, d1, h2, d2):
+        n1, k = d1.shape[:2]
+        n2 = d2.shape[0]
+        G = (self.scale**2) * (h1 @ h2.T) + self.b_std**2
+        D = d1.reshape(n1 * k, self.n_out) @ d2.reshape(n2 * k, self.n_out).T
+        if k > 1:
+            G = np.repeat(np.repeat(G, k, axis=0), k, axis=1)
+        return G * D
+
+
+class _ActivationOp:
+    """An elementwise activation: φ on every entry, φ' in the backward and tangent passes."""
+
+    n_params = 0
+
+    def __init__(self, index: int, shape: tuple, layer: ActivationLayer):
+        self.index, self.layer = index, layer
+        self.in_shape = self.out_shape = tuple(shape)
+
+    def forward(self, theta, h):
+        return self.layer.fn(h)
+
+    def backward(self, theta, h, delta):
+        return delta * self.layer.dfn(h)[:, None]
+
+    def tangent(self, theta, v, h, dh):
+        return self.layer.fn(h), self.layer.dfn(h) * dh
+
+
+def _input_shape(in_features) -> tuple:
+    """(d,) for an int, (S₁, …, S_k, C) for a tuple of positive ints."""
+    if isinstance(in_features, (tuple, list)):
+        if len(in_features) == 0:
+            raise ParameterError("in_features is an empty tuple; pass d for (n, d) inputs or (S1, ..., Sk, C) for "
+                                 "spatial inputs, e.g. (8, 8, 3).")
+        return tuple(check_param("FiniteNetwork", "in_features", v, low=1, integer=True) for v in in_features)
+    if isinstance(in_features, np.ndarray) and in_features.ndim == 1:
+        return _input_shape(tuple(in_features.tolist()))
+    return (check_param("FiniteNetwork", "in_features", in_features, low=1, integer=True),)
 
 
 class FiniteNetwork:
@@ -104,35 +199,43 @@ class FiniteNetwork:
     Parameters
     ----------
     arch : Architecture, list of layers or str
-        The same description :func:`ntk_infinite.compile` accepts.
-    in_features : int
-        Input dimension ``d``.
+        The same description :func:`ntk_infinite.compile` accepts (and validated by the same
+        rules): Dense and activation layers, and for spatial inputs Conv, AvgPool and one
+        Flatten or GlobalAvgPool readout before the Dense head.
+    in_features : int or tuple of int
+        Input dimension ``d`` of (n, d) inputs, or the per-sample shape ``(S₁, …, S_k, C)``
+        of spatial inputs (n, S₁, …, S_k, C), channels last (e.g. ``(8, 8, 3)``).
     width : int or sequence of int, optional
-        Width of every hidden ``Dense`` layer (or one width per hidden ``Dense``). When
-        given it overrides ``Dense(width=...)``; when omitted every hidden ``Dense`` must
-        carry its ``width``.
+        Output width of every hidden layer, i.e. every Conv and every Dense except the readout
+        (or one width per hidden layer, in order). When given it overrides ``Dense(width=...)``
+        and ``Conv(channels=...)``; when omitted every hidden layer must carry its own.
     n_outputs : int, optional
         Width of the readout (the last ``Dense``). Default: its ``width`` if set, else 1.
 
     Attributes
     ----------
     architecture : Architecture
+    in_features : int or tuple of int
+    input_shape : tuple of int
+        Per-sample input shape: ``(d,)`` or ``(S₁, …, S_k, C)``.
     widths : tuple of int
-        Output width of each ``Dense`` layer, readout last.
+        Output width (channels) of each Conv and Dense layer, readout last.
     n_params : int
         Number of parameters P (all weights and biases, including those multiplied by a
         zero ``b_std``).
 
     Notes
     -----
-    Parameterisation (NTK; Jacot et al. 2018; docs/DESIGN.md, "Math conventions"):
+    Parameterisation (NTK; Jacot et al. 2018; docs/DESIGN.md, "Math conventions" and
+    "Spatial layers"):
 
     .. math::
 
         z_l = \frac{\sigma_{w,l}}{\sqrt{n_{l-1}}} W_l h_{l-1} + \sigma_{b,l} b_l, \quad
         h_l = \phi_l(z_l), \quad h_0 = x,
 
-    with standard normal entries of every :math:`W_l` and :math:`b_l`.
+    with standard normal entries of every :math:`W_l` and :math:`b_l`; a Conv has
+    :math:`n_{l-1} = C_{in}|k|` and ``W`` of shape (*filter_shape, C_in, C_out).
 
     Examples
     --------
@@ -141,56 +244,90 @@ class FiniteNetwork:
     >>> theta = net.init(0)
     >>> net.apply(theta, np.ones((2, 3))).shape, net.n_params
     ((2, 1), 41)
+    >>> cnn = nk.serial(nk.Conv(filter_shape=(3, 3), padding="SAME", w_std=1.5), nk.ReLU(),
+    ...                 nk.GlobalAvgPool(), nk.Dense(w_std=1.5))
+    >>> net = nk.empirical.FiniteNetwork(cnn, (8, 8, 3), width=16)
+    >>> net.apply(net.init(0), np.ones((2, 8, 8, 3))).shape, net.widths
+    ((2, 1), (16, 1))
     """
 
-    def __init__(self, arch, in_features: int, width=None, n_outputs: int | None = None):
+    def __init__(self, arch, in_features, width=None, n_outputs: int | None = None):
         self.architecture = as_architecture(arch, owner="FiniteNetwork")
-        self.in_features = check_param("FiniteNetwork", "in_features", in_features, low=1, integer=True)
-        dense_pos = [i for i, layer in enumerate(self.architecture) if isinstance(layer, Dense)]
-        hidden = dense_pos[:-1]
-        readout = self.architecture[dense_pos[-1]]
+        self.input_shape = _input_shape(in_features)
+        self.in_features = self.input_shape[0] if len(self.input_shape) == 1 else self.input_shape
+        arch = self.architecture
+        param_pos = [i for i, layer in enumerate(arch) if isinstance(layer, (Dense, Conv))]
+        hidden = param_pos[:-1]
+        readout = arch[param_pos[-1]]
         hidden_widths = self._hidden_widths(width, hidden)
         if n_outputs is None:
             n_outputs = readout.width if readout.width is not None else 1
         n_outputs = check_param("FiniteNetwork", "n_outputs", n_outputs, low=1, integer=True)
         widths = (*hidden_widths, n_outputs)
-        self._ops = []
-        self._dense = []
-        offset, n_in, k = 0, self.in_features, 0
-        for i, layer in enumerate(self.architecture):
-            if isinstance(layer, Dense):
-                n_out = widths[k]
-                w = slice(offset, offset + n_out * n_in)
-                b = slice(w.stop, w.stop + n_out)
-                op = _DenseOp(i, n_in, n_out, layer.w_std, layer.b_std, w, b)
-                self._ops.append(op)
-                self._dense.append(op)
-                offset, n_in, k = b.stop, n_out, k + 1
-            elif isinstance(layer, ActivationLayer):
-                self._ops.append(layer)
-            else:  # pragma: no cover - no other layer kinds exist yet
-                raise ArchitectureError(
-                    f"{layer!r} has no finite-network implementation; FiniteNetwork supports Dense and "
-                    "elementwise activation layers."
-                )
+        self._ops, self._params = [], []
+        offset, shape, k = 0, self.input_shape, 0
+        for i, layer in enumerate(arch):
+            op = self._build_op(i, layer, shape, widths[k] if k < len(widths) else None, offset)
+            if op.n_params:
+                self._params.append(op)
+                offset, k = offset + op.n_params, k + 1
+            self._ops.append(op)
+            shape = op.out_shape
         self.widths = widths
         self.n_outputs = n_outputs
         self.n_params = offset
 
-    def _hidden_widths(self, width, hidden) -> tuple:
-        if width is None:
-            missing = [self.architecture[i] for i in hidden if self.architecture[i].width is None]
-            if missing:
-                raise ParameterError(
-                    f"The hidden layer {missing[0]!r} has no width, and no width= argument was given; "
-                    "pass FiniteNetwork(..., width=512) or give every hidden layer Dense(..., width=512)."
+    def _build_op(self, i, layer, shape, n_out, offset):
+        spatial = len(shape) > 1
+        if isinstance(layer, Dense):
+            if spatial:  # only a dense architecture gets here (compile's rules put a readout first)
+                raise ArchitectureError(
+                    f"in_features={self.in_features} describes spatial inputs (n, S1, ..., Sk, C), but {layer!r} at "
+                    f"position {i} would act on a spatial state: this architecture has no Flatten or GlobalAvgPool. "
+                    f"Pass in_features={int(np.prod(shape))} with X.reshape(len(X), -1) for a dense network, or "
+                    "describe a convolutional one (Conv, ..., Flatten or GlobalAvgPool, Dense)."
                 )
-            return tuple(self.architecture[i].width for i in hidden)
+            return _DenseOp(i, shape[0], n_out, layer, offset)
+        if isinstance(layer, ActivationLayer):
+            return _ActivationOp(i, shape, layer)
+        if isinstance(layer, SpatialLayer) and not spatial:
+            raise ArchitectureError(
+                f"{layer!r} at position {i} acts on spatial inputs (n, S1, ..., Sk, C), but the network was built "
+                f"for flat inputs of {shape[0]} features (in_features={self.in_features}); pass "
+                "in_features=(S1, ..., Sk, C), e.g. (8, 8, 3) for 8×8 images with 3 channels."
+            )
+        if isinstance(layer, Conv):
+            return ConvOp(i, shape, layer, n_out, offset)
+        if isinstance(layer, AvgPool):
+            return PoolOp(i, shape, layer)
+        if isinstance(layer, Flatten):
+            return FlattenOp(i, shape)
+        if isinstance(layer, GlobalAvgPool):
+            return GlobalAvgPoolOp(i, shape)
+        raise ArchitectureError(  # pragma: no cover - every layer kind has an op
+            f"{layer!r} has no finite-network implementation; FiniteNetwork supports Dense, Conv, AvgPool, Flatten, "
+            "GlobalAvgPool and elementwise activation layers."
+        )
+
+    def _hidden_widths(self, width, hidden) -> tuple:
+        layers = [self.architecture[i] for i in hidden]
+        kind = "Dense" if not any(isinstance(layer, Conv) for layer in layers) else "Conv/Dense"
+        if width is None:
+            own = [layer.channels if isinstance(layer, Conv) else layer.width for layer in layers]
+            missing = [layer for layer, w in zip(layers, own) if w is None]
+            if missing:
+                what = "channels" if isinstance(missing[0], Conv) else "width"
+                raise ParameterError(
+                    f"The hidden layer {missing[0]!r} has no {what}, and no width= argument was given; "
+                    f"pass FiniteNetwork(..., width=512) or give every hidden layer its own (Dense(..., width=512), "
+                    "Conv(..., channels=64))."
+                )
+            return tuple(own)
         if isinstance(width, (list, tuple, np.ndarray)):
             if len(width) != len(hidden):
                 raise ParameterError(
-                    f"width has {len(width)} entries but the architecture has {len(hidden)} hidden Dense "
-                    "layer(s); pass one width per hidden Dense layer, or a single int for all."
+                    f"width has {len(width)} entries but the architecture has {len(hidden)} hidden {kind} "
+                    "layer(s); pass one width per hidden layer, or a single int for all."
                 )
             return tuple(check_param("FiniteNetwork", "width", w, low=1, integer=True) for w in width)
         w = check_param("FiniteNetwork", "width", width, low=1, integer=True)
@@ -210,13 +347,14 @@ class FiniteNetwork:
         return rng.standard_normal(self.n_params)
 
     def unflatten(self, theta: np.ndarray) -> list:
-        """Views ``[(W_1, b_1), …]`` into ``theta``: W_l is (n_l, n_{l-1}), b_l is (n_l,)."""
+        """Views ``[(W_1, b_1), …]`` into ``theta``, one per Conv/Dense layer: a Dense W_l is
+        (n_l, n_{l-1}), a Conv W_l is (*filter_shape, C_in, C_out); b_l is (n_l,)."""
         theta = self._check_theta(theta)
-        return [(theta[op.w_slice].reshape(op.n_out, op.n_in), theta[op.b_slice]) for op in self._dense]
+        return [(theta[op.w_slice].reshape(op.w_shape), theta[op.b_slice]) for op in self._params]
 
     def layer_slices(self) -> list:
-        """``[(w_slice, b_slice), …]``: where each Dense layer's parameters sit in ``theta``."""
-        return [(op.w_slice, op.b_slice) for op in self._dense]
+        """``[(w_slice, b_slice), …]``: where each Conv/Dense layer's parameters sit in ``theta``."""
+        return [(op.w_slice, op.b_slice) for op in self._params]
 
     def _check_theta(self, theta) -> np.ndarray:
         theta = np.asarray(theta)
@@ -228,6 +366,8 @@ class FiniteNetwork:
         return theta
 
     def _check_x(self, X, name="X") -> np.ndarray:
+        if len(self.input_shape) > 1:
+            return as_spatial_input(X, name, self.input_shape)
         X = as_input_array(X, name)
         if X.shape[1] != self.in_features:
             raise InputError(
@@ -237,52 +377,40 @@ class FiniteNetwork:
         return X
 
     # ------------------------------------------------------------------ passes
-    def _forward(self, theta, X, keep: bool):
-        """Outputs and, with ``keep``, per-op caches (Dense input, activation pre-activation)."""
+    def _forward(self, theta, X, keep: bool, stop=None):
+        """Outputs and, with ``keep``, each op's input (the cache its backward pass reads).
+        With ``stop`` (an op), the input of that op instead of the outputs."""
         h = X
         cache = []
         for op in self._ops:
-            if isinstance(op, _DenseOp):
-                W = theta[op.w_slice].reshape(op.n_out, op.n_in)
-                z = h @ W.T
-                z *= op.scale
-                if op.b_std:
-                    z += op.b_std * theta[op.b_slice]
-                if keep:
-                    cache.append(h)
-                h = z
-            else:
-                if keep:
-                    cache.append(h)
-                h = op.fn(h)
+            if op is stop:
+                return h, cache
+            if keep:
+                cache.append(h)
+            h = op.forward(theta, h)
         return h, cache
 
     def apply(self, theta, X) -> np.ndarray:
-        """Forward pass: outputs (n, k) for inputs ``X`` (n, d)."""
+        """Forward pass: outputs (n, k) for inputs ``X`` (n, d) or (n, S₁, …, S_k, C)."""
         theta = self._check_theta(theta)
         return self._forward(theta, self._check_x(X), keep=False)[0]
 
     def _backward(self, theta, cache, delta):
         """Backpropagate ``delta`` (n, m, k) = ∂(outputs)/∂z_L through the network.
 
-        Yields, for each Dense op from the readout backwards, ``(op, h_in, delta_out)`` with
-        ``delta_out`` (n, m, n_out) the sensitivity of its outputs. ``m`` indexes whatever
-        is propagated (output components for the Jacobian, 1 for a cotangent).
+        Yields, for each parametrised op from the readout backwards, ``(op, h_in, delta_out)``
+        with ``delta_out`` (n, m, *op.out_shape) the sensitivity of its outputs. ``m`` indexes
+        whatever is propagated (output components for the Jacobian, 1 for a cotangent).
         """
         for op, stored in zip(reversed(self._ops), reversed(cache)):
-            if isinstance(op, _DenseOp):
+            if op.n_params:
                 yield op, stored, delta
-                if op is self._dense[0]:
+                if op is self._params[0]:
                     return
-                W = theta[op.w_slice].reshape(op.n_out, op.n_in)
-                n, m, _ = delta.shape
-                delta = (delta.reshape(n * m, op.n_out) @ W).reshape(n, m, op.n_in)
-                delta *= op.scale
-            else:
-                delta = delta * op.dfn(stored)[:, None, :]
+            delta = op.backward(theta, stored, delta)
 
     def _features(self, theta, X):
-        """Per Dense layer: (op, h_in (n, n_in), delta (n, k, n_out)) for the NTK contraction."""
+        """Per parametrised op: (op, h_in, delta (n, k, *out_shape)) for the NTK contraction."""
         out, cache = self._forward(theta, X, keep=True)
         n, k = out.shape
         seed = np.broadcast_to(np.eye(k), (n, k, k)).copy()
@@ -294,7 +422,8 @@ class FiniteNetwork:
         Rows are ordered like ``apply(theta, X).reshape(-1)`` (sample-major), columns like
         ``theta``. Built by backpropagation:
         :math:`\partial f_a/\partial W_{l,ij} = \frac{\sigma_{w,l}}{\sqrt{n_{l-1}}}\delta_{l,ia}h_{l-1,j}`,
-        :math:`\partial f_a/\partial b_{l,i} = \sigma_{b,l}\delta_{l,ia}`.
+        :math:`\partial f_a/\partial b_{l,i} = \sigma_{b,l}\delta_{l,ia}` (a Conv sums these over
+        output positions, with its input patches in place of :math:`h_{l-1}`).
         For wide networks use :meth:`ntk`, :meth:`jvp` and :meth:`vjp`, which never form it.
         """
         theta = self._check_theta(theta)
@@ -310,8 +439,7 @@ class FiniteNetwork:
         J = np.zeros((n, k, self.n_params))
         feats, _ = self._features(theta, X)
         for op, h, d in feats:
-            J[:, :, op.w_slice] = op.scale * np.einsum("nai,nj->naij", d, h).reshape(n, k, -1)
-            J[:, :, op.b_slice] = op.b_std * d
+            op.jacobian(h, d, J)
         return J.reshape(n * k, self.n_params)
 
     def ntk(self, theta, X1, X2=None) -> np.ndarray:
@@ -323,8 +451,9 @@ class FiniteNetwork:
             h_{l-1}(x)\cdot h_{l-1}(x') + \sigma_{b,l}^2\Big)\,
             \delta_{l,a}(x)\cdot\delta_{l,b}(x')
 
-        (Jacot et al. 2018). Rows and columns are sample-major (``(x, a)``); with one output
-        this is the (n1, n2) kernel. See :meth:`ntk_per_output` for the k-output average.
+        (Jacot et al. 2018; for a Conv summed over output position pairs, with patch Grams).
+        Rows and columns are sample-major (``(x, a)``); with one output this is the (n1, n2)
+        kernel. See :meth:`ntk_per_output` for the k-output average.
         """
         theta = self._check_theta(theta)
         X1 = self._check_x(X1, "X1")
@@ -333,11 +462,7 @@ class FiniteNetwork:
         n1, n2, k = X1.shape[0], (X1 if X2 is None else X2).shape[0], self.n_outputs
         out = np.zeros((n1 * k, n2 * k))
         for (op, h1, d1), (_, h2, d2) in zip(f1, f2):
-            G = (op.scale**2) * (h1 @ h2.T) + op.b_std**2
-            D = d1.reshape(n1 * k, op.n_out) @ d2.reshape(n2 * k, op.n_out).T
-            if k > 1:
-                G = np.repeat(np.repeat(G, k, axis=0), k, axis=1)
-            out += G * D
+            out += op.ntk(h1, d1, h2, d2)
         return out
 
     def ntk_per_output(self, theta, X1, X2=None) -> np.ndarray:
@@ -362,28 +487,15 @@ class FiniteNetwork:
             \hat\Sigma(x, x') = \frac{\sigma_w^2}{n_{L-1}} h_{L-1}(x)\cdot h_{L-1}(x') + \sigma_b^2
 
         (Lee et al. 2018; Matthews et al. 2018); its average over seeds is the covariance
-        of the outputs across initialisations.
+        of the outputs across initialisations. After a Flatten, :math:`n_{L-1} = P·C` and this
+        is :math:`\frac1P\sum_p` of the per-position covariances (docs/DESIGN.md).
         """
         theta = self._check_theta(theta)
         X1 = self._check_x(X1, "X1")
-        h1 = self._readout_input(theta, X1)
-        h2 = h1 if X2 is None else self._readout_input(theta, self._check_x(X2, "X2"))
-        op = self._dense[-1]
+        op = self._params[-1]
+        h1 = self._forward(theta, X1, keep=False, stop=op)[0]
+        h2 = h1 if X2 is None else self._forward(theta, self._check_x(X2, "X2"), keep=False, stop=op)[0]
         return (op.scale**2) * (h1 @ h2.T) + op.b_std**2
-
-    def _readout_input(self, theta, X):
-        h = X
-        for op in self._ops:
-            if op is self._dense[-1]:
-                return h
-            if isinstance(op, _DenseOp):
-                W = theta[op.w_slice].reshape(op.n_out, op.n_in)
-                h = op.scale * (h @ W.T)
-                if op.b_std:
-                    h += op.b_std * theta[op.b_slice]
-            else:
-                h = op.fn(h)
-        raise AssertionError("unreachable: the architecture ends in a Dense readout")  # pragma: no cover
 
     def vjp(self, theta, X, cotangent) -> np.ndarray:
         r"""Vector-Jacobian product :math:`J^\top r`, (P,), by backpropagation.
@@ -405,9 +517,7 @@ class FiniteNetwork:
         grad = np.empty(self.n_params)
         seed = r[:, None, :]  # (n, 1, k): the cotangent contracted into one propagated row
         for op, h, d in self._backward(theta, cache, seed):
-            d2 = d[:, 0, :]
-            np.matmul((op.scale * d2).T, h, out=grad[op.w_slice].reshape(op.n_out, op.n_in))
-            grad[op.b_slice] = op.b_std * d2.sum(axis=0)
+            op.grad(h, d, grad)
         return grad
 
     def value_and_vjp(self, theta, X, residual_fn):
@@ -431,15 +541,7 @@ class FiniteNetwork:
             raise InputError(f"tangent must have theta's shape {theta.shape}; got {v.shape}.")
         h, dh = X, np.zeros_like(X)
         for op in self._ops:
-            if isinstance(op, _DenseOp):
-                W = theta[op.w_slice].reshape(op.n_out, op.n_in)
-                dW = v[op.w_slice].reshape(op.n_out, op.n_in)
-                z = op.scale * (h @ W.T) + op.b_std * theta[op.b_slice]
-                dh = op.scale * (h @ dW.T + dh @ W.T) + op.b_std * v[op.b_slice]
-                h = z
-            else:
-                dh = op.dfn(h) * dh
-                h = op.fn(h)
+            h, dh = op.tangent(theta, v, h, dh)
         return dh
 
 
@@ -527,8 +629,9 @@ def monte_carlo_kernels(arch, X1, X2=None, *, width=None, seeds: int | Sequence 
     Parameters
     ----------
     arch : architecture, list of layers or str
-    X1 : (n1, d) array_like
-    X2 : (n2, d) array_like, optional
+    X1 : (n1, d) or (n1, S₁, …, S_k, C) array_like
+        Dense or spatial (channels-last) inputs; the network is built for ``X1.shape[1:]``.
+    X2 : (n2, d) or (n2, S₁, …, S_k, C) array_like, optional
     width : int or sequence of int, optional
         Hidden widths (see :class:`FiniteNetwork`).
     seeds : int or sequence
@@ -543,14 +646,14 @@ def monte_carlo_kernels(arch, X1, X2=None, *, width=None, seeds: int | Sequence 
     from ..results import parse_get
 
     want_nngp, want_ntk = parse_get(get)
-    X1 = as_input_array(X1, "X1")
+    X1 = as_network_input(X1, "X1")
     if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
         seeds = tuple(range(check_param("monte_carlo_kernels", "seeds", seeds, low=1, integer=True)))
     else:
         seeds = tuple(seeds)
         if not seeds:
             raise ParameterError("seeds is empty; pass a positive number of seeds or a non-empty list of them.")
-    net = FiniteNetwork(arch, X1.shape[1], width=width, n_outputs=n_outputs)
+    net = FiniteNetwork(arch, input_shape_of(X1), width=width, n_outputs=n_outputs)
     nngp, ntk = [], []
     with thin_blas():
         for seed in seeds:

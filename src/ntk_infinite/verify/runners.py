@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .empirical import FiniteNetwork, as_architecture, thin_blas
+from .empirical import FiniteNetwork, as_architecture, as_network_input, input_shape_of, thin_blas
 from ..errors import InputError, ParameterError, as_input_array, check_param
 from ..solve.predict import gd_mse_from_gram
 from .training import train
@@ -214,9 +214,10 @@ def kernel_convergence(arch, X, *, widths=DEFAULT_WIDTHS, samples: int = 16, ana
     Parameters
     ----------
     arch : architecture, list of layers or str
-    X : (n, d) array_like
+    X : (n, d) or (n, S₁, …, S_k, C) array_like
+        Dense inputs, or spatial ones (channels last) for a convolutional architecture.
     widths : sequence of int
-        Hidden widths (at least 2).
+        Hidden widths (channels of every Conv; at least 2).
     samples : int
         Networks per width (S >= 2).
     analytic : Kernels, optional
@@ -228,7 +229,7 @@ def kernel_convergence(arch, X, *, widths=DEFAULT_WIDTHS, samples: int = 16, ana
     from ..kernel import compile as compile_kernel
 
     arch = as_architecture(arch)
-    X = as_input_array(X, "X")
+    X = as_network_input(X, "X")
     widths = _check_widths(widths)
     samples = check_param("kernel_convergence", "samples", samples, low=2, integer=True)
     if analytic is None:
@@ -247,7 +248,7 @@ def kernel_convergence(arch, X, *, widths=DEFAULT_WIDTHS, samples: int = 16, ana
     total, done = len(widths) * samples, 0
     with thin_blas():
         for wi, width in enumerate(widths):
-            net = FiniteNetwork(arch, X.shape[1], width=width)
+            net = FiniteNetwork(arch, input_shape_of(X), width=width)
             stacks = {name: [] for name in targets}
             for s in range(samples):
                 theta = net.init(_rng_seed(seed, width, s))
@@ -310,7 +311,7 @@ class TrainingAgreement:
     ntk_change, param_change : ndarray
         ‖Θ̂_T − Θ̂₀‖_F/‖Θ̂₀‖_F (training inputs) and ‖θ_T − θ₀‖/‖θ₀‖.
     layer_change : (W, L, S) ndarray
-        ‖θ_T − θ₀‖/‖θ₀‖ restricted to each Dense layer's weights.
+        ‖θ_T − θ₀‖/‖θ₀‖ restricted to each Conv/Dense layer's weights.
     """
 
     widths: tuple
@@ -357,9 +358,9 @@ def training_agreement(arch, X, Y, X_test, *, widths=DEFAULT_TRAIN_WIDTHS, sampl
     Parameters
     ----------
     arch : architecture, list of layers or str
-    X, Y : (n, d) and (n,) or (n, k) array_like
-        Training data.
-    X_test : (m, d) array_like
+    X, Y : (n, d) or (n, S₁, …, S_k, C), and (n,) or (n, k) array_like
+        Training data (spatial inputs channels last).
+    X_test : (m, d) or (m, S₁, …, S_k, C) array_like
     widths : sequence of int
     samples : int
         Networks per width (S >= 2).
@@ -371,10 +372,12 @@ def training_agreement(arch, X, Y, X_test, *, widths=DEFAULT_TRAIN_WIDTHS, sampl
     from ..kernel import compile as compile_kernel
 
     arch = as_architecture(arch)
-    X = as_input_array(X, "X")
-    Xt = as_input_array(X_test, "X_test")
-    if Xt.shape[1] != X.shape[1]:
-        raise InputError(f"X_test has {Xt.shape[1]} features but X has {X.shape[1]}; pass the same columns.")
+    X = as_network_input(X, "X")
+    Xt = as_network_input(X_test, "X_test")
+    if Xt.shape[1:] != X.shape[1:]:
+        what = "features" if X.ndim == 2 else "per-sample shape"
+        got = (Xt.shape[1], X.shape[1]) if X.ndim == 2 else (Xt.shape[1:], X.shape[1:])
+        raise InputError(f"X_test has {got[0]} {what} but X has {got[1]}; pass test inputs of the same shape.")
     Y = np.asarray(Y, dtype=np.float64)
     Y = Y[:, None] if Y.ndim == 1 else Y
     widths = _check_widths(widths)
@@ -398,7 +401,7 @@ def training_agreement(arch, X, Y, X_test, *, widths=DEFAULT_TRAIN_WIDTHS, sampl
     mean_z = np.empty(W)
     total, done = W * S, 0
     for wi, width in enumerate(widths):
-        net = FiniteNetwork(arch, X.shape[1], width=width, n_outputs=Y.shape[1])
+        net = FiniteNetwork(arch, input_shape_of(X), width=width, n_outputs=Y.shape[1])
         if layers is None:
             layers = np.empty((W, len(net.widths), S))
         outs = []
@@ -479,11 +482,11 @@ def output_scale_sweep(arch, X, Y, *, width: int = 64, alphas=(0.5, 1, 2, 4, 8, 
     fall like 1/α: the slopes fitted over α ≥ ``large_alpha`` are close to −1.
     """
     arch = as_architecture(arch)
-    X = as_input_array(X, "X")
+    X = as_network_input(X, "X")
     Y = np.asarray(Y, dtype=np.float64)
     Y = Y[:, None] if Y.ndim == 1 else Y
     alphas = tuple(float(check_param("output_scale_sweep", "alphas", a, low=0.0, low_open=True)) for a in alphas)
-    net = FiniteNetwork(arch, X.shape[1], width=width, n_outputs=Y.shape[1])
+    net = FiniteNetwork(arch, input_shape_of(X), width=width, n_outputs=Y.shape[1])
     if eta_t is None:
         from ..kernel import compile as compile_kernel
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .empirical import thin_blas
-from ..errors import InputError, ParameterError, as_input_array, check_param
+from .empirical import as_network_input, thin_blas
+from ..errors import InputError, ParameterError, check_param
 
 __all__ = ["TrainingResult", "train"]
 
@@ -70,7 +70,8 @@ def train(model, theta0, X, Y, *, learning_rate: float, t: float, method: str = 
     model : FiniteNetwork or LinearizedModel
     theta0 : (P,) ndarray
         Initial parameters (not modified).
-    X : (n, d) array_like
+    X : (n, d) or (n, S₁, …, S_k, C) array_like
+        Inputs of the model (spatial ones channels last).
     Y : (n,) or (n, k) array_like
     learning_rate : float
         η > 0.
@@ -79,7 +80,8 @@ def train(model, theta0, X, Y, *, learning_rate: float, t: float, method: str = 
     method : {"flow", "gd"}
     step_size : float, optional
         RK4 time step for ``"flow"``; default ``RK4_STEP / (η λ_max(Θ̂₀))``.
-    X_test : (m, d) array_like, optional
+    X_test : array_like, optional
+        Test inputs, shaped like ``X``.
     output_scale : float
         α > 0 of Chizat et al. (2019).
     center : bool
@@ -101,7 +103,7 @@ def train(model, theta0, X, Y, *, learning_rate: float, t: float, method: str = 
     eta = check_param("train", "learning_rate", learning_rate, low=0.0, low_open=True)
     t = check_param("train", "t", t, low=0.0)
     alpha = check_param("train", "output_scale", output_scale, low=0.0, low_open=True)
-    X = as_input_array(X, "X")
+    X = as_network_input(X, "X")
     Y = _targets(Y, X.shape[0], model.n_outputs)
     theta0 = np.array(theta0, dtype=np.float64, copy=True)
     if theta0.shape != (model.n_params,):
@@ -142,7 +144,7 @@ def _train(model, theta0, X, Y, eta, t, method, step_size, X_test, alpha, center
     train_out = alpha * (out - f0) if center or alpha != 1.0 else out
     test_out = None
     if X_test is not None:
-        Xt = as_input_array(X_test, "X_test")
+        Xt = as_network_input(X_test, "X_test")
         ft = model.apply(theta, Xt)
         if center or alpha != 1.0:
             ft = alpha * (ft - (model.apply(theta0, Xt) if center else 0.0))
