@@ -168,9 +168,11 @@ class SpatialProgram:
         n = X.shape[0]
         q = np.einsum("npc,npc->np", X, X) / X.shape[2]
         td = np.zeros_like(q)
-        needs_self = self.layout == "full" and any(m is not None and m.op == OP_INDEPENDENT for m in plan.maps)
+        # Each image's own P × P block is needed up to the last pooling step only.
+        pools = [l for l, m in enumerate(plan.maps) if m is not None and m.op == OP_INDEPENDENT]
+        last_pool = pools[-1] if self.layout == "full" and pools else -1
         selfc = selft = None
-        if needs_self:
+        if last_pool >= 0:
             selfc = np.einsum("npc,nrc->npr", X, X) / X.shape[2]
             selft = np.zeros_like(selfc)
         qs, tds, data, params, err = [q], [td], [], [], 0.0
@@ -190,9 +192,6 @@ class SpatialProgram:
                 if m is None:  # Dense after the readout
                     q = step.w2 * q + step.b2
                     td = step.w2 * td + q
-                    if selfc is not None:
-                        selfc = step.w2 * selfc + step.b2
-                        selft = step.w2 * selft + selfc
                 elif m.op == OP_INDEPENDENT:
                     selfc = _pool_self(selfc, m)
                     selft = _pool_self(selft, m) if want_ntk else selft
@@ -204,10 +203,12 @@ class SpatialProgram:
                     td = step.w2 * _conv_vector(td, m) + add * q_new
                     if selfc is not None:
                         selfc = step.w2 * _conv_self(selfc, m) + step.b2
-                        selft = step.w2 * _conv_self(selft, m) + add * selfc
+                        selft = step.w2 * _conv_self(selft, m) + add * selfc if want_ntk else selft
                     q = q_new
                 data.append(None)
                 params.append(np.zeros(0))
+            if l == last_pool:
+                selfc = selft = None
             if not np.all(q <= _MAX_VARIANCE):
                 raise KernelOverflowError(
                     f"The variances after layer {l} ({getattr(step, 'layer', step)!r}) reach "
