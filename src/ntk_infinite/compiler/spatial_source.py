@@ -5,7 +5,8 @@ Two drivers, one per layout (:mod:`ntk_infinite.evaluate._spatial_numerics`): ``
 list of tiles of image pairs, Σ⁰ from the inputs, then every step (op codes: 0 Dense,
 −1 Conv and −3 Flatten (same-offset sums), −2 AvgPool or GlobalAvgPool (independent-offset sums),
 ≥ 1 an activation's tile function), and stores Σ and Θ of the final dense state, mirroring
-off-diagonal tiles in the symmetric case. Only the activation dispatch is generated; the
+off-diagonal tiles in the symmetric case. Tables are padded to the widest step; step l reads its
+first ``kdiv[l]`` columns (its divisor is its number of offsets). Only the activation dispatch is generated; the
 position maps are ordinary jitted functions.
 """
 
@@ -14,27 +15,32 @@ from __future__ import annotations
 __all__ = ["build_spatial_source"]
 
 _PRELUDE = '''
-from ntk_infinite.evaluate._spatial_numerics import init_full, init_diag, conv_full, conv_diag, pool_full
+from ntk_infinite.evaluate._spatial_numerics import (init_full, init_diag, conv_full, conv_diag, pool_full, work_view,
+                                                    FULL_SLOTS)
 '''
 
 _FULL = '''
 
 @nb.njit(nogil=True, **JIT_OPTIONS)
-def full_tiles(X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, PP1, PP2, PRM, out_s, out_t,
-               tiles, tile, want_nngp, want_ntk, symmetric):
+def full_tiles(X1, X2, inv1, inv2, V2, pts2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT, AXR, AXN, GRID,
+               PP1, PP2, PRM, out_s, out_t, tiles, tile, want_nngp, want_ntk, symmetric):
     n1 = out_s.shape[0] if want_nngp else out_t.shape[0]
     n2 = out_s.shape[1] if want_nngp else out_t.shape[1]
     L = ops.shape[0]
     P0 = X1.shape[1]
+    # One workspace per call, reused by every tile and layer: two state sets and the sums.
+    W = np.empty((FULL_SLOTS, min(tile, n1) * min(tile, n2) * P0 * P0))
+    dummy = np.empty((1, 1))
     for it in range(tiles.shape[0]):
         I0 = tiles[it, 0]
         J0 = tiles[it, 1]
         bi = min(tile, n1 - I0)
         bj = min(tile, n2 - J0)
-        rho = np.empty((bi * P0, bj * P0))
-        sn2 = np.empty((bi * P0, bj * P0))
-        t = np.empty((bi * P0, bj * P0) if want_ntk else (1, 1))
-        init_full(rho, sn2, t, X1, X2, inv1, inv2, I0, J0, bi, bj, P0, want_ntk)
+        cur = 0
+        rho = work_view(W, 0, bi * P0, bj * P0)
+        sn2 = work_view(W, 1, bi * P0, bj * P0)
+        t = work_view(W, 2, bi * P0, bj * P0) if want_ntk else dummy
+        init_full(rho, sn2, t, X1, X2, inv1, inv2, V2, pts2, I0, J0, bi, bj, P0, want_ntk)
         P = P0
         for l in range(L):
             op = ops[l]
@@ -42,13 +48,15 @@ def full_tiles(X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, PP1
                 affine_tile(rho, sn2, t, I0, J0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], wb[l, 0], wb[l, 1], want_ntk)
             elif op < 0:
                 Po = pout[l]
-                nr = np.empty((bi * Po, bj * Po))
-                ns = np.empty((bi * Po, bj * Po))
-                nt = np.empty((bi * Po, bj * Po) if want_ntk else (1, 1))
-                tab = tabs[l, :Po, :]
+                tab = tabs[l, :Po, :int(kdiv[l])]
+                cur = 3 - cur
+                nr = work_view(W, cur, bi * Po, bj * Po)
+                ns = work_view(W, cur + 1, bi * Po, bj * Po)
+                nt = work_view(W, cur + 2, bi * Po, bj * Po) if want_ntk else dummy
                 if op != -2:
-                    conv_full(rho, sn2, t, nr, ns, nt, tab, kdiv[l], P, Po, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1],
-                              I0, J0, bi, bj, wb[l, 0], wb[l, 1], op == -1, want_ntk)
+                    conv_full(rho, sn2, t, nr, ns, nt, W, tab, kdiv[l], P, Po, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1],
+                              I0, J0, bi, bj, wb[l, 0], wb[l, 1], op == -1, want_ntk,
+                              AXM[l], AXT[l], AXR[l], AXN[l], GRID[l])
                 else:
                     pool_full(rho, sn2, t, nr, ns, nt, tab, kdiv[l], P, Po, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1],
                               I0, J0, bi, bj, want_ntk)
@@ -76,21 +84,25 @@ def _store(rho, t, out_s, out_t, sqf1, sqf2, I0, J0, bi, bj, want_nngp, want_ntk
 _DIAG = '''
 
 @nb.njit(nogil=True, **JIT_OPTIONS)
-def diag_tiles(X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, PP1, PP2, PRM, out_s, out_t,
-               tiles, tile, want_nngp, want_ntk, symmetric):
+def diag_tiles(X1, X2, inv1, inv2, V2, pts2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT, AXR, AXN, GRID,
+               PP1, PP2, PRM, out_s, out_t, tiles, tile, want_nngp, want_ntk, symmetric):
     n1 = out_s.shape[0] if want_nngp else out_t.shape[0]
     n2 = out_s.shape[1] if want_nngp else out_t.shape[1]
     L = ops.shape[0]
     P0 = X1.shape[1]
+    S = min(tile, n1) * min(tile, n2) * P0
+    W = np.empty((7, S))
+    dummy = np.empty((1, 1, 1))
     for it in range(tiles.shape[0]):
         I0 = tiles[it, 0]
         J0 = tiles[it, 1]
         bi = min(tile, n1 - I0)
         bj = min(tile, n2 - J0)
-        rho = np.empty((P0, bi, bj))
-        sn2 = np.empty((P0, bi, bj))
-        t = np.empty((P0, bi, bj) if want_ntk else (1, 1, 1))
-        init_diag(rho, sn2, t, X1, X2, inv1, inv2, I0, J0, bi, bj, P0, want_ntk)
+        cur = 0
+        rho = W[0, :P0 * bi * bj].reshape((P0, bi, bj))
+        sn2 = W[1, :P0 * bi * bj].reshape((P0, bi, bj))
+        t = W[2, :P0 * bi * bj].reshape((P0, bi, bj)) if want_ntk else dummy
+        init_diag(rho, sn2, t, X1, X2, inv1, inv2, V2, pts2, I0, J0, bi, bj, P0, want_ntk)
         P = P0
         for l in range(L):
             op = ops[l]
@@ -99,11 +111,14 @@ def diag_tiles(X1, X2, inv1, inv2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, PP1
                             want_ntk)
             elif op < 0:
                 Po = pout[l]
-                nr = np.empty((Po, bi, bj))
-                ns = np.empty((Po, bi, bj))
-                nt = np.empty((Po, bi, bj) if want_ntk else (1, 1, 1))
-                conv_diag(rho, sn2, t, nr, ns, nt, tabs[l, :Po, :], kdiv[l], n1, n2, SQ1[l], SQ2[l], SQ1[l + 1],
-                          SQ2[l + 1], I0, J0, bi, bj, wb[l, 0], wb[l, 1], op == -1, want_ntk)
+                cur = 3 - cur
+                m = Po * bi * bj
+                nr = W[cur, :m].reshape((Po, bi, bj))
+                ns = W[cur + 1, :m].reshape((Po, bi, bj))
+                nt = W[cur + 2, :m].reshape((Po, bi, bj)) if want_ntk else dummy
+                conv_diag(rho, sn2, t, nr, ns, nt, W[6, :P * bi * bj].reshape((P, bi * bj)), tabs[l, :Po, :int(kdiv[l])], kdiv[l],
+                          n1, n2, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], I0, J0, bi, bj, wb[l, 0], wb[l, 1], op == -1,
+                          want_ntk)
                 rho = nr
                 sn2 = ns
                 t = nt

@@ -33,12 +33,17 @@ OP_DENSE, OP_SAME_OFFSET, OP_INDEPENDENT, OP_FLATTEN = 0, -1, -2, -3
 @dataclass(frozen=True)
 class PositionMap:
     """How a step maps positions: ``table[u, o]`` is the input position (flattened, C order)
-    that output position u reads at offset o, −1 for padding; ``divisor`` is |k|."""
+    that output position u reads at offset o, −1 for padding; ``divisor`` is |k|.
+
+    ``axes`` factorises a same-offset map over the spatial axes (one ``(n_in, table_d)`` per
+    axis, ``table_d[u_d, o_d]`` as above on that axis alone): the full table is their product
+    (offsets in C order), which lets the pair pass sum axis by axis."""
 
     out_shape: tuple
     table: np.ndarray
     divisor: float
     op: int
+    axes: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ def _window_table(shape, window, strides, padding):
     for n, k, s in zip(shape, window, strides):
         out.append(output_size(n, k, s, padding))
         pads.append(pad_low(n, k, s, padding))
+    axes = []
+    for n, k, s, lo, m in zip(shape, window, strides, pads, out):
+        src = np.arange(m)[:, None] * s + np.arange(k)[None, :] - lo
+        axes.append((n, src % n if padding == "CIRCULAR" else np.where((src >= 0) & (src < n), src, -1)))
     offsets = list(itertools.product(*(range(k) for k in window)))
     table = np.full((math.prod(out), len(offsets)), -1, dtype=np.int64)
     for u, pos in enumerate(itertools.product(*(range(o) for o in out))):
@@ -78,7 +87,7 @@ def _window_table(shape, window, strides, padding):
                     break
                 flat = flat * n + src
             table[u, j] = flat
-    return tuple(out), table, float(len(offsets))
+    return tuple(out), table, float(len(offsets)), tuple(axes)
 
 
 @dataclass(frozen=True)
@@ -99,8 +108,8 @@ class ConvStep:
 
     def plan(self, shape) -> PositionMap:
         spatial_output_shape(self.layer, shape)  # raises for mismatched axes or an empty output
-        out, table, k = _window_table(shape, self.layer.filter_shape, self.layer.strides, self.layer.padding)
-        return PositionMap(out, table, k, OP_SAME_OFFSET)
+        out, table, k, axes = _window_table(shape, self.layer.filter_shape, self.layer.strides, self.layer.padding)
+        return PositionMap(out, table, k, OP_SAME_OFFSET, axes)
 
     def formula_text(self):
         return (r"\Sigma[a,a'] \leftarrow \frac{\sigma_w^2}{|k|}\sum_o \Sigma[as+o-p,\,a's+o-p] + \sigma_b^2",
@@ -119,8 +128,8 @@ class PoolStep:
 
     def plan(self, shape) -> PositionMap:
         spatial_output_shape(self.layer, shape)
-        out, table, k = _window_table(shape, self.layer.window_shape, self.layer.strides, self.layer.padding)
-        return PositionMap(out, table, k, OP_INDEPENDENT)
+        out, table, k, axes = _window_table(shape, self.layer.window_shape, self.layer.strides, self.layer.padding)
+        return PositionMap(out, table, k, OP_INDEPENDENT, axes)
 
     def formula_text(self):
         return (r"\Sigma[a,a'] \leftarrow \frac{1}{|w|^2}\sum_{o,o'} \Sigma[as+o-p,\,a's+o'-p]",
@@ -143,7 +152,8 @@ class _ReadoutStep:
 
     def plan(self, shape) -> PositionMap:
         table, P = _all_positions(shape)
-        return PositionMap((), table, P, self.op)
+        axes = tuple((n, np.arange(n, dtype=np.int64)[None, :]) for n in shape)
+        return PositionMap((), table, P, self.op, axes)
 
 
 @dataclass(frozen=True)

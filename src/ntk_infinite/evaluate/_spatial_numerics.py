@@ -73,31 +73,50 @@ def _input_entry(x1, x2, inv1, inv2):
     return rho, sn2
 
 
+@nb.njit(**JIT_INLINE)
+def _input_row(rr, ss, x1, i1, V2, start, X2, inv2, points):
+    """One row of Σ⁰ in normalised form: ρ to a row of points of X2 from the unit channel vectors
+    (``V2[c, start + col]``, transposed so the loop over columns vectorises), sin²θ = (1−ρ)(1+ρ),
+    then nearly collinear entries redone by :func:`_input_entry`; ``points[col]`` = (image,
+    position) of column col in X2."""
+    m = rr.shape[0]
+    for col in range(m):
+        rr[col] = 0.0
+    for c in range(V2.shape[0]):
+        u = x1[c] * i1
+        vc = V2[c, start:start + m]
+        for col in range(m):
+            rr[col] += u * vc[col]
+    for col in range(m):
+        r = min(max(rr[col], -1.0), 1.0)
+        rr[col] = r
+        ss[col] = (1.0 - r) * (1.0 + r)
+    for col in range(m):
+        if ss[col] < _NEAR_INPUT or i1 == 0.0:
+            j = points[start + col, 0]
+            q = points[start + col, 1]
+            rr[col], ss[col] = _input_entry(x1, X2[j, q], i1, inv2[j, q])
+
+
 @nb.njit(**JIT_OPTIONS)
-def init_full(rho, sn2, t, X1, X2, inv1, inv2, I0, J0, bi, bj, P, want_ntk):
-    """Σ⁰ of a full tile: X1 (n1, P, C), inverse channel norms inv1 (n1, P)."""
+def init_full(rho, sn2, t, X1, X2, inv1, inv2, V2, pts2, I0, J0, bi, bj, P, want_ntk):
+    """Σ⁰ of a full tile: X1 (n1, P, C), inverse channel norms inv1 (n1, P), V2 (C, n2·P) the unit
+    channel vectors of X2 image-major, pts2 the (image, position) of each of its points."""
     for a in range(bi):
         for p in range(P):
             r = a * P + p
-            x1 = X1[I0 + a, p]
-            i1 = inv1[I0 + a, p]
-            for b in range(bj):
-                for pp in range(P):
-                    c = b * P + pp
-                    rho[r, c], sn2[r, c] = _input_entry(x1, X2[J0 + b, pp], i1, inv2[J0 + b, pp])
+            _input_row(rho[r], sn2[r], X1[I0 + a, p], inv1[I0 + a, p], V2, J0 * P, X2, inv2, pts2)
     if want_ntk:
         t[:, :] = 0.0
 
 
 @nb.njit(**JIT_OPTIONS)
-def init_diag(rho, sn2, t, X1, X2, inv1, inv2, I0, J0, bi, bj, P, want_ntk):
-    """Σ⁰ of a diagonal tile (P, bi, bj)."""
+def init_diag(rho, sn2, t, X1, X2, inv1, inv2, V2, pts2, I0, J0, bi, bj, P, want_ntk):
+    """Σ⁰ of a diagonal tile (P, bi, bj); V2 (C, P·n2) position-major, pts2 likewise."""
+    n2 = X2.shape[0]
     for p in range(P):
         for a in range(bi):
-            x1 = X1[I0 + a, p]
-            i1 = inv1[I0 + a, p]
-            for b in range(bj):
-                rho[p, a, b], sn2[p, a, b] = _input_entry(x1, X2[J0 + b, p], i1, inv2[J0 + b, p])
+            _input_row(rho[p, a], sn2[p, a], X1[I0 + a, p], inv1[I0 + a, p], V2, p * n2 + J0, X2, inv2, pts2)
     if want_ntk:
         t[:, :, :] = 0.0
 
@@ -169,90 +188,329 @@ def _affine_normalise(sc, det, delta, st, k, w2, b2, inv_a, inv_b, affine):
     return rho_new, sn2_new, w2 * (st * ik) + (c_new if affine else 0.0)
 
 
+@nb.njit(**JIT_INLINE)
+def work_view(W, slot, rows, cols):
+    """A (rows, cols) array in row ``slot`` of a per-thread workspace (reused: no allocation
+    and no page faults per layer)."""
+    return W[slot, :rows * cols].reshape((rows, cols))
+
+
+#: Workspace rows of the full layout: two state sets (ρ, sin²θ, Θ) and four sums.
+FULL_SLOTS = 10
+
+
 @nb.njit(**JIT_OPTIONS)
-def conv_full(rho, sn2, t, out_r, out_s, out_t, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj,
-              w2, b2, affine, want_ntk):
-    """Same-offset sum on a full tile (bi·Pi, bj·Pi) -> (bi·Po, bj·Po); per-point arrays image-major."""
+def conv_full(rho, sn2, t, nr, ns, nt, W, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, w2, b2, affine,
+              want_ntk, meta, axtab, runs, nruns, grid):
+    """Same-offset sum on a full tile (bi·Pi, bj·Pi) -> (bi·Po, bj·Po) into (nr, ns, nt),
+    per-point arrays image-major. The covariances c = ρ√q₁√q₂ and Θ are summed axis by axis
+    (:func:`axis_pass_full`) through workspace rows 6–9, then normalised (:func:`normalise_full`)."""
+    rows = bi * Pi
+    cols = bj * Pi
+    c = work_view(W, 6, rows, cols)
+    sb = sqb[J0 * Pi:J0 * Pi + cols]
+    for r in range(rows):
+        s = sqa[I0 * Pi + r]
+        rr = rho[r]
+        cr = c[r]
+        for col in range(cols):
+            cr[col] = (rr[col] * s) * sb[col]
+    src_c = c
+    src_t = t
+    c_slot = 6
+    t_slot = 9
+    shape = grid.copy()
+    D = meta.shape[0]
+    for d in range(D - 1, -1, -1):
+        n_in = meta[d, 0]
+        m_out = meta[d, 1]
+        K = meta[d, 2]
+        outer = 1
+        for e in range(d):
+            outer *= shape[e]
+        inner = 1
+        for e in range(d + 1, D):
+            inner *= shape[e]
+        P_new = outer * m_out * inner
+        c_slot = 13 - c_slot
+        t_slot = 17 - t_slot
+        dst_c = nr if d == 0 else work_view(W, c_slot, bi * P_new, bj * P_new)
+        axis_pass_full(src_c, dst_c, bi, bj, outer, n_in, m_out, inner, axtab[d, :m_out, :K], runs[d], nruns[d])
+        src_c = dst_c
+        if want_ntk:
+            dst_t = nt if d == 0 else work_view(W, t_slot, bi * P_new, bj * P_new)
+            axis_pass_full(src_t, dst_t, bi, bj, outer, n_in, m_out, inner, axtab[d, :m_out, :K], runs[d], nruns[d])
+            src_t = dst_t
+        shape[d] = m_out
+    normalise_full(rho, sn2, t, nr, nt, ns, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj,
+                   w2, b2, affine, want_ntk)
+
+
+@nb.njit(**JIT_OPTIONS)
+def axis_pass_full(src, dst, bi, bj, outer, n_in, m_out, inner, tab, runs, nruns):
+    """One spatial axis of a same-offset sum on a full tile: with each image's positions split
+    as (o, x, i) around the axis x (``outer`` and ``inner`` positions before and after it),
+    dst[(a, o, u, i), (b, o', v, i')] = Σ_k src[(a, o, tab[u, k], i), (b, o', tab[v, k], i')].
+    ``runs[k]`` lists (v₀, v₁, s₀, step): tab[v, k] = s₀ + (v − v₀)·step on [v₀, v₁), so a run of
+    step 1 is one contiguous add (a vectorised loop) of (v₁ − v₀)·inner entries."""
     K = tab.shape[1]
+    Pin = outer * n_in * inner
+    Pout = outer * m_out * inner
     for a in range(bi):
-        ia0 = (I0 + a) * Pi
-        for b in range(bj):
-            jb0 = (J0 + b) * Pi
-            for u in range(Po):
-                inv_a = reciprocal(sqa_o[(I0 + a) * Po + u])
-                for v in range(Po):
-                    inv_b = reciprocal(sqb_o[(J0 + b) * Po + v])
-                    sc, det, delta, st, qa, qb = _same_offset_entry(rho, sn2, t, a * Pi, b * Pi, tab[u], tab[v], K,
-                                                                    sqa, sqb, ia0, jb0, k, want_ntk)
-                    r_, s_, t_ = _affine_normalise(sc, det, delta, st, k, w2, b2, inv_a, inv_b, affine)
-                    out_r[a * Po + u, b * Po + v] = r_
-                    out_s[a * Po + u, b * Po + v] = s_
-                    if want_ntk:
-                        out_t[a * Po + u, b * Po + v] = t_
+        for o1 in range(outer):
+            for u in range(m_out):
+                for i1 in range(inner):
+                    drow = dst[a * Pout + (o1 * m_out + u) * inner + i1]
+                    for x in range(drow.shape[0]):
+                        drow[x] = 0.0
+                    for kk in range(K):
+                        tu = tab[u, kk]
+                        if tu < 0:
+                            continue
+                        srow = src[a * Pin + (o1 * n_in + tu) * inner + i1]
+                        for b in range(bj):
+                            for o2 in range(outer):
+                                dbase = b * Pout + o2 * m_out * inner
+                                sbase = b * Pin + o2 * n_in * inner
+                                for r in range(nruns[kk]):
+                                    v0 = runs[kk, r, 0]
+                                    v1 = runs[kk, r, 1]
+                                    s0 = runs[kk, r, 2]
+                                    step = runs[kk, r, 3]
+                                    if step == 1:
+                                        # Views, so the loop index is non-negative and the add vectorises.
+                                        length = (v1 - v0) * inner
+                                        dv = drow[dbase + v0 * inner:dbase + v0 * inner + length]
+                                        sv = srow[sbase + s0 * inner:sbase + s0 * inner + length]
+                                        for x in range(length):
+                                            dv[x] += sv[x]
+                                    else:
+                                        for v in range(v0, v1):
+                                            dd = dbase + v * inner
+                                            ss = sbase + (s0 + (v - v0) * step) * inner
+                                            dv = drow[dd:dd + inner]
+                                            sv = srow[ss:ss + inner]
+                                            for x in range(inner):
+                                                dv[x] += sv[x]
+
+
+@nb.njit(**JIT_INLINE)
+def _summed_variances(sq, base, P, tab, out, count):
+    """out[a·Po + u] = Σ_o q[tab[u, o]] of ``count`` images (√q image-major from ``base``)."""
+    Po = tab.shape[0]
+    for a in range(count):
+        for u in range(Po):
+            acc = 0.0
+            for o in range(tab.shape[1]):
+                p = tab[u, o]
+                if p >= 0:
+                    v = sq[base + a * P + p]
+                    acc += v * v
+            out[a * Po + u] = acc
 
 
 @nb.njit(**JIT_OPTIONS)
-def conv_diag(rho, sn2, t, out_r, out_s, out_t, tab, k, n1, n2, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj,
-              w2, b2, affine, want_ntk):
-    """Same-offset sum on a diagonal tile (Pi, bi, bj) -> (Po, bi, bj); per-point arrays
-    position-major. Only same-position entries are read, so each offset is one entry."""
+def normalise_full(rho, sn2, t, sc, st, out_s, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj,
+                   w2, b2, affine, want_ntk):
+    """(ρ', sin²θ', Θ') from the offset sums sc = Σ c, st = Σ Θ (overwritten by ρ' and Θ';
+    sin²θ' into ``out_s``). sin²θ' from the Gram determinant q̃₁q̃₂ − c̃² where it is at least
+    NEAR_COLLINEAR of q̃₁q̃₂ (a relative error ~1e-13); nearly collinear entries are redone from
+    the cancellation-free sums of :func:`_same_offset_entry`."""
+    K = tab.shape[1]
+    qa = np.empty(bi * Po)
+    qb = np.empty(bj * Po)
+    _summed_variances(sqa, I0 * Pi, Pi, tab, qa, bi)
+    _summed_variances(sqb, J0 * Pi, Pi, tab, qb, bj)
+    invb = np.empty(bj * Po)
+    for col in range(bj * Po):
+        invb[col] = reciprocal(sqb_o[J0 * Po + col])
+    gap = np.empty(bj * Po)
+    ik = 1.0 / k
+    tadd = 1.0 if affine else 0.0
+    for r in range(bi * Po):
+        q1 = qa[r]
+        ia = reciprocal(sqa_o[I0 * Po + r])
+        crow = sc[r]
+        srow = out_s[r]
+        trow = st[r] if want_ntk else st[0]
+        if want_ntk:
+            for col in range(bj * Po):
+                trow[col] = w2 * (trow[col] * ik) + tadd * (w2 * (crow[col] * ik) + b2)
+        for col in range(bj * Po):
+            q2 = qb[col]
+            s = crow[col]
+            det = q1 * q2 - s * s
+            gap[col] = det - NEAR_COLLINEAR * (q1 * q2)
+            ib = invb[col]
+            c_new = w2 * (s * ik) + b2
+            d_new = (w2 * w2) * (max(det, 0.0) * ik * ik) + (w2 * b2) * ((q1 + q2 - 2.0 * s) * ik)
+            srow[col] = min(((d_new * ia) * ib) * (ia * ib), 1.0)
+            crow[col] = min(max((c_new * ia) * ib, -1.0), 1.0)
+        for col in range(bj * Po):
+            if gap[col] < 0.0:
+                a = r // Po
+                u = r - a * Po
+                b = col // Po
+                v = col - b * Po
+                e_sc, e_det, e_delta, e_st, _, _ = _same_offset_entry(
+                    rho, sn2, t, a * Pi, b * Pi, tab[u], tab[v], K, sqa, sqb, (I0 + a) * Pi, (J0 + b) * Pi, k,
+                    want_ntk)
+                r_, s_, t_ = _affine_normalise(e_sc, e_det, e_delta, e_st, k, w2, b2, ia, invb[col], affine)
+                crow[col] = r_
+                srow[col] = s_
+                if want_ntk:
+                    st[r, col] = t_
+
+
+@nb.njit(**JIT_OPTIONS)
+def conv_diag(rho, sn2, t, nr, ns, nt, c, tab, k, n1, n2, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, w2, b2, affine,
+              want_ntk):
+    """Same-offset sum on a diagonal tile (Pi, bi, bj) -> (Po, bi, bj) into (nr, ns, nt), per-point
+    arrays position-major; ``c`` a (Pi, bi·bj) work array. Only same-position entries are read,
+    so output slice u is the sum of the input slices tab[u, o] (contiguous adds), normalised as
+    in :func:`normalise_full`."""
+    Pi = rho.shape[0]
     Po = tab.shape[0]
     K = tab.shape[1]
-    for u in range(Po):
-        tu = tab[u]
+    m = bi * bj
+    for p in range(Pi):
+        sb = sqb[p * n2 + J0:p * n2 + J0 + bj]  # views: non-negative loop indices vectorise
         for a in range(bi):
-            inv_a = reciprocal(sqa_o[u * n1 + I0 + a])
+            s = sqa[p * n1 + I0 + a]
+            rr = rho[p, a]
+            cr = c[p, a * bj:(a + 1) * bj]
             for b in range(bj):
-                inv_b = reciprocal(sqb_o[u * n2 + J0 + b])
-                qa = 0.0
-                qb = 0.0
-                sab = 0.0
-                sc = 0.0
-                e = 0.0
-                f = 0.0
-                sd = 0.0
-                st = 0.0
-                for o in range(K):
-                    p = tu[o]
-                    if p < 0:
-                        continue
-                    al = sqa[p * n1 + I0 + a]
-                    be = sqb[p * n2 + J0 + b]
-                    rr = rho[p, a, b]
-                    ss = sn2[p, a, b]
-                    r = al * be
-                    qa += al * al
-                    qb += be * be
-                    sab += r
-                    sc += r * rr
-                    e += r * one_minus_rho(rr, ss)
-                    f += r * one_plus_rho(rr, ss)
-                    d = al - be
-                    sd += d * d
-                    if want_ntk:
-                        st += t[p, a, b]
-                lag = qa * qb - sab * sab
-                det = max(lag, 0.0) + e * f
-                if det < NEAR_COLLINEAR * qa * qb:
-                    lag = 0.0
-                    for o in range(K):
-                        p = tu[o]
-                        if p < 0:
-                            continue
-                        al = sqa[p * n1 + I0 + a]
-                        be = sqb[p * n2 + J0 + b]
-                        for o2 in range(o + 1, K):
-                            p2 = tu[o2]
-                            if p2 < 0:
-                                continue
-                            m = al * sqb[p2 * n2 + J0 + b] - sqa[p2 * n1 + I0 + a] * be
-                            lag += m * m
-                    det = lag + e * f
-                r_, s_, t_ = _affine_normalise(sc, det, sd + 2.0 * e, st, k, w2, b2, inv_a, inv_b, affine)
-                out_r[u, a, b] = r_
-                out_s[u, a, b] = s_
+                cr[b] = (rr[b] * s) * sb[b]
+    tf = t.reshape(t.shape[0], t.shape[1] * t.shape[2])
+    oc = nr.reshape(Po, m)
+    ot = nt.reshape(Po, m) if want_ntk else tf
+    slice_sums(c, oc, tab)
+    if want_ntk:
+        slice_sums(tf, ot, tab)
+    out_s = ns.reshape(Po, m)
+    qa = np.empty(bi)
+    qb = np.empty(bj)
+    ia = np.empty(bi)
+    ib = np.empty(bj)
+    gap = np.empty(m)
+    ik = 1.0 / k
+    tadd = 1.0 if affine else 0.0
+    for u in range(Po):
+        for a in range(bi):
+            qa[a] = _summed_diag(sqa, tab[u], n1, I0 + a)
+            ia[a] = reciprocal(sqa_o[u * n1 + I0 + a])
+        for b in range(bj):
+            qb[b] = _summed_diag(sqb, tab[u], n2, J0 + b)
+            ib[b] = reciprocal(sqb_o[u * n2 + J0 + b])
+        crow = oc[u]
+        srow = out_s[u]
+        if want_ntk:
+            trow = ot[u]
+            for x in range(m):
+                trow[x] = w2 * (trow[x] * ik) + tadd * (w2 * (crow[x] * ik) + b2)
+        for a in range(bi):
+            q1 = qa[a]
+            iaa = ia[a]
+            ca = crow[a * bj:(a + 1) * bj]
+            sa = srow[a * bj:(a + 1) * bj]
+            ga = gap[a * bj:(a + 1) * bj]
+            for b in range(bj):
+                q2 = qb[b]
+                sm = ca[b]
+                det = q1 * q2 - sm * sm
+                ga[b] = det - NEAR_COLLINEAR * (q1 * q2)
+                c_new = w2 * (sm * ik) + b2
+                d_new = (w2 * w2) * (max(det, 0.0) * ik * ik) + (w2 * b2) * ((q1 + q2 - 2.0 * sm) * ik)
+                sa[b] = min(((d_new * iaa) * ib[b]) * (iaa * ib[b]), 1.0)
+                ca[b] = min(max((c_new * iaa) * ib[b], -1.0), 1.0)
+        for x in range(m):
+            if gap[x] < 0.0:
+                a = x // bj
+                b = x - a * bj
+                e_sc, e_det, e_delta, e_st = _same_offset_entry_diag(rho, sn2, t, tab[u], n1, n2, sqa, sqb,
+                                                                     I0 + a, J0 + b, a, b, want_ntk)
+                r_, s_, t_ = _affine_normalise(e_sc, e_det, e_delta, e_st, k, w2, b2, ia[a], ib[b], affine)
+                crow[x] = r_
+                srow[x] = s_
                 if want_ntk:
-                    out_t[u, a, b] = t_
+                    ot[u, x] = t_
+
+
+@nb.njit(**JIT_OPTIONS)
+def slice_sums(src, dst, tab):
+    """dst[u] = Σ_o src[tab[u, o]] (rows of contiguous entries; −1 skipped). A function of its
+    own: inside the larger loop nest LLVM did not vectorise the add."""
+    m = dst.shape[1]
+    for u in range(dst.shape[0]):
+        d = dst[u]
+        for x in range(m):
+            d[x] = 0.0
+        for kk in range(tab.shape[1]):
+            p = tab[u, kk]
+            if p < 0:
+                continue
+            sv = src[p]
+            for x in range(m):
+                d[x] += sv[x]
+
+
+@nb.njit(**JIT_INLINE)
+def _summed_diag(sq, tu, n, i):
+    """Σ_o q[tu[o]] of point i, √q position-major (p·n + i)."""
+    acc = 0.0
+    for o in range(tu.shape[0]):
+        p = tu[o]
+        if p >= 0:
+            v = sq[p * n + i]
+            acc += v * v
+    return acc
+
+
+@nb.njit(**JIT_INLINE)
+def _same_offset_entry_diag(rho, sn2, t, tu, n1, n2, sqa, sqb, i, j, a, b, want_ntk):
+    """Cancellation-free offset sums of one diagonal-layout entry (see the module docstring):
+    (c̃·k, Lagrange + E·F, δ̃·k, Θ̃·k)."""
+    K = tu.shape[0]
+    qa = 0.0
+    qb = 0.0
+    sab = 0.0
+    sc = 0.0
+    e = 0.0
+    f = 0.0
+    sd = 0.0
+    st = 0.0
+    for o in range(K):
+        p = tu[o]
+        if p < 0:
+            continue
+        al = sqa[p * n1 + i]
+        be = sqb[p * n2 + j]
+        rr = rho[p, a, b]
+        ss = sn2[p, a, b]
+        r = al * be
+        qa += al * al
+        qb += be * be
+        sab += r
+        sc += r * rr
+        e += r * one_minus_rho(rr, ss)
+        f += r * one_plus_rho(rr, ss)
+        d = al - be
+        sd += d * d
+        if want_ntk:
+            st += t[p, a, b]
+    lag = 0.0
+    for o in range(K):
+        p = tu[o]
+        if p < 0:
+            continue
+        al = sqa[p * n1 + i]
+        be = sqb[p * n2 + j]
+        for o2 in range(o + 1, K):
+            p2 = tu[o2]
+            if p2 >= 0:
+                m = al * sqb[p2 * n2 + j] - sqa[p2 * n1 + i] * be
+                lag += m * m
+    return sc, lag + e * f, sd + 2.0 * e, st
 
 
 @nb.njit(**JIT_OPTIONS)

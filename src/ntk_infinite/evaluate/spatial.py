@@ -65,6 +65,7 @@ class _Plan:
     ops: np.ndarray
     wb: np.ndarray
     maps: tuple
+    axes: tuple  # (AXM, AXT, AXR, AXN, GRID): per-axis factors of the same-offset maps
 
 
 class SpatialProgram:
@@ -157,7 +158,8 @@ class SpatialProgram:
         for l, m in enumerate(maps):
             if m is not None:
                 tabs[l, : m.table.shape[0], : m.table.shape[1]] = m.table
-        return _Plan(tuple(shapes), pin, pout, tabs, kdiv, ops, wb, tuple(maps))
+        axes = _axis_arrays(maps, shapes, self.n_spatial)
+        return _Plan(tuple(shapes), pin, pout, tabs, kdiv, ops, wb, tuple(maps), axes)
 
     # ------------------------------------------------------------------ point pass
     def point_pass(self, X: np.ndarray, shape: tuple, want_ntk: bool = True):
@@ -249,8 +251,9 @@ class SpatialProgram:
         tiles = _tiles(n1, n2, tile, symmetric)
         driver = self.module.diag_tiles if position_major else self.module.full_tiles
         dummy = np.empty((1, 1))
-        args = (F1, F2, inv1, inv2, SQ1, SQ2, plan.ops, plan.wb, plan.tabs, plan.kdiv, plan.pin, plan.pout,
-                PP1, PP2, prm, out_s if want_nngp else dummy, out_t if want_ntk else dummy)
+        V2, pts2 = _unit_columns(F2, inv2, position_major)
+        args = (F1, F2, inv1, inv2, V2, pts2, SQ1, SQ2, plan.ops, plan.wb, plan.tabs, plan.kdiv, plan.pin, plan.pout,
+                *plan.axes, PP1, PP2, prm, out_s if want_nngp else dummy, out_t if want_ntk else dummy)
 
         def run(chunk):
             driver(*args, chunk, tile, want_nngp, want_ntk, symmetric)
@@ -275,6 +278,58 @@ class SpatialProgram:
         F = np.ascontiguousarray(X.reshape(X.shape[0], -1, X.shape[-1]))
         pts = self.point_pass(F, X.shape[1:-1], want_ntk)
         return pts["q"][-1][:, 0], pts["td"][-1][:, 0], pts["error_estimate"]
+
+
+def _runs(table):
+    """Runs of one axis table: per offset k, maximal (v₀, v₁, s₀, step) with
+    table[v, k] = s₀ + (v − v₀)·step on [v₀, v₁) (padding entries split runs)."""
+    out = []
+    for k in range(table.shape[1]):
+        col, runs, v = table[:, k], [], 0
+        while v < len(col):
+            if col[v] < 0:
+                v += 1
+                continue
+            step = int(col[v + 1] - col[v]) if v + 1 < len(col) and col[v + 1] >= 0 else 1
+            end = v + 1
+            while end < len(col) and col[end] >= 0 and col[end] - col[end - 1] == step:
+                end += 1
+            if end == v + 1:
+                step = 1
+            runs.append((v, end, int(col[v]), step))
+            v = end
+        out.append(runs)
+    return out
+
+
+def _axis_arrays(maps, shapes, D):
+    """Pack the per-axis factors of every same-offset map into arrays for the jitted pass:
+    AXM[l, d] = (n_in, m_out, K_d), AXT[l, d] the axis table, AXR/AXN its runs (:func:`_runs`),
+    GRID[l] the input spatial shape of step l."""
+    L = len(maps)
+    D = max(D, 1)
+    factors = [m.axes if m is not None and m.op != OP_INDEPENDENT else () for m in maps]
+    all_tabs = [t for f in factors for _, t in f]
+    M = max([t.shape[0] for t in all_tabs], default=1)
+    K = max([t.shape[1] for t in all_tabs], default=1)
+    runs = [[_runs(t) for _, t in f] for f in factors]
+    R = max([len(r) for f in runs for a in f for r in a], default=1)
+    AXM = np.zeros((L, D, 3), dtype=np.int64)
+    AXT = np.full((L, D, M, K), -1, dtype=np.int64)
+    AXR = np.zeros((L, D, K, max(R, 1), 4), dtype=np.int64)
+    AXN = np.zeros((L, D, K), dtype=np.int64)
+    GRID = np.ones((L, D), dtype=np.int64)
+    for l, f in enumerate(factors):
+        if len(shapes[l]) == D:
+            GRID[l] = shapes[l]
+        for d, (n_in, t) in enumerate(f):
+            AXM[l, d] = n_in, t.shape[0], t.shape[1]
+            AXT[l, d, : t.shape[0], : t.shape[1]] = t
+            for k, rk in enumerate(runs[l][d]):
+                AXN[l, d, k] = len(rk)
+                for r, run in enumerate(rk):
+                    AXR[l, d, k, r] = run
+    return AXM, AXT, AXR, AXN, GRID
 
 
 def _fill_identical(out_s, out_t, F1, F2, pts, n1):
@@ -379,6 +434,18 @@ def _data_arrays(data, qs, n1, n2, position_major):
     a = arrange(0, n1)
     b = a if n2 is None else arrange(n1, n2)
     return a, b
+
+
+def _unit_columns(F, inv, position_major):
+    """(V, pts): the unit channel vectors of images F (n, P, C) as columns V[c, point] and the
+    (image, position) of each point, image-major (i·P + p) or position-major (p·n + i)."""
+    n, P, C = F.shape
+    U = F * inv[:, :, None]
+    img, pos = np.meshgrid(np.arange(n), np.arange(P), indexing="ij")
+    if position_major:
+        U, img, pos = U.transpose(1, 0, 2), img.T, pos.T
+    V = np.ascontiguousarray(U.reshape(-1, C).T)
+    return V, np.ascontiguousarray(np.stack([img.ravel(), pos.ravel()], axis=1), dtype=np.int64)
 
 
 def _inverse_norms(F):
