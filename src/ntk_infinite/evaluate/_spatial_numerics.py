@@ -514,9 +514,12 @@ def _same_offset_entry_diag(rho, sn2, t, tu, n1, n2, sqa, sqb, i, j, a, b, want_
 
 
 @nb.njit(**JIT_OPTIONS)
-def pool_full(rho, sn2, t, out_r, out_s, out_t, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, want_ntk):
+def pool_full(rho, sn2, t, out_r, out_s, out_t, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, want_ntk,
+              self_pair=False):
     """Independent-offset average on a full tile: c̃[u, v] = (1/k²) Σ_{o, o'} c[tab[u, o], tab[v, o']]
-    (separably: first over the columns, then over the rows), Θ alike."""
+    (separably: first over the columns, then over the rows), Θ alike. ``self_pair``: the tile is
+    one image with itself, whose same-position entries are exactly collinear (ρ = 1, sin²θ = 0),
+    where the renormalised sum is only within rounding of it."""
     K = tab.shape[1]
     ik2 = 1.0 / (k * k)
     half_c = np.empty((Pi, Po))
@@ -552,5 +555,8 @@ def pool_full(rho, sn2, t, out_r, out_s, out_t, tab, k, Pi, Po, sqa, sqb, sqa_o,
                     r_ = min(max((acc * ik2 * inv_a) * inv_b, -1.0), 1.0)
                     out_r[a * Po + u, b * Po + v] = r_
                     out_s[a * Po + u, b * Po + v] = (1.0 - r_) * (1.0 + r_)
+                    if self_pair and u == v:
+                        out_r[a * Po + u, b * Po + v] = 1.0
+                        out_s[a * Po + u, b * Po + v] = 0.0
                     if want_ntk:
                         out_t[a * Po + u, b * Po + v] = acct * ik2

@@ -9,15 +9,14 @@ cheaper one that is exact.
 Point pass. Per (image, position) variances q(x)[p] = Σ(x, x)[p, p] at every layer, the NTK
 diagonal and each activation's per-point data. Convolutions and Flatten need only the
 per-position variances; pooling needs the off-diagonal entries of each image's own block,
-so in the full layout the point pass carries each image's P × P self-covariance (Σ and Θ)
-in NumPy, batch by batch, activations by their NumPy duals (T, Ṫ) with the same-position
-entries from the exact per-point map.
+which :mod:`._self_blocks` carries image by image with the pair pass's own jitted maps.
 
 Pair pass. Tiles of image pairs, the whole recursion per tile in jitted code
 (:mod:`ntk_infinite.compiler.spatial_source`), on ``numba.get_num_threads()`` threads;
 only the lower triangle of tiles when X2 is None. Peak memory: the outputs, the per-point
-arrays O(n·P·L), and per thread one tile of state, 3·(tile·P)² floats (full) or
-3·tile²·P (diagonal); the default tile is chosen so that stays near 24 MiB.
+arrays O(n·P·L), and per thread one workspace of 10·(tile·P)² floats (full: two states and
+the offset sums) or 7·tile²·P (diagonal); the default tile keeps it near 24–80 MiB, and the
+full layout uses single image pairs once P ≥ 256.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from ..compiler.engine_source import _HEADER
 from ..compiler.spatial_source import build_spatial_source
 from ..compiler.steps import OP_DENSE, OP_INDEPENDENT, OP_SAME_OFFSET, Affine
 from ..errors import InputError, KernelOverflowError
+from ._self_blocks import SelfBlocks
 from .engine import _tiles, run_tile_chunks
 
 __all__ = ["SpatialProgram", "choose_layout"]
@@ -105,7 +105,7 @@ class SpatialProgram:
                     for dual in self.duals:
                         if dual.key not in seen:
                             seen.add(dual.key)
-                            fname = f"tile_{dual.key}".replace("-", "_")
+                            fname = self.tile_name(dual)
                             sources.append((self._codes[dual.key], fname, dual.tile_source(fname)))
                     from ..compiler.duals.arccos import SERIES_SWITCH
 
@@ -162,6 +162,10 @@ class SpatialProgram:
         return _Plan(tuple(shapes), pin, pout, tabs, kdiv, ops, wb, tuple(maps), axes)
 
     # ------------------------------------------------------------------ point pass
+    def tile_name(self, dual) -> str:
+        """Name of a dual's tile function in :attr:`module`."""
+        return f"tile_{dual.key}".replace("-", "_")
+
     def point_pass(self, X: np.ndarray, shape: tuple, want_ntk: bool = True):
         """Per-point quantities of images X (n, P, C) of spatial shape ``shape``: returns a dict with ``q`` (list of
         (n, P_l) variances before each step and after the last), ``td`` (NTK diagonal per
@@ -170,24 +174,20 @@ class SpatialProgram:
         n = X.shape[0]
         q = np.einsum("npc,npc->np", X, X) / X.shape[2]
         td = np.zeros_like(q)
-        # Each image's own P × P block is needed up to the last pooling step only.
+        # Pooling reads each image's own P × P block (:mod:`._self_blocks`).
         pools = [l for l, m in enumerate(plan.maps) if m is not None and m.op == OP_INDEPENDENT]
-        last_pool = pools[-1] if self.layout == "full" and pools else -1
-        selfc = selft = None
-        if last_pool >= 0:
-            selfc = np.einsum("npc,nrc->npr", X, X) / X.shape[2]
-            selft = np.zeros_like(selfc)
+        blocks = None
+        if self.layout == "full" and pools:
+            inv = _inverse_norms(X)
+            blocks = SelfBlocks(self, plan, X, inv, *_unit_columns(X, inv, False), want_ntk)
         qs, tds, data, params, err = [q], [td], [], [], 0.0
         for l, step in enumerate(self.steps):
             m = plan.maps[l]
             if isinstance(step, Dual):
                 res = step.point(q.ravel())
-                tdot = res.tdot.reshape(q.shape)
-                if selfc is not None:
-                    selfc, selft = _self_activation(step, selfc, selft, q, res, want_ntk)
                 q = np.asarray(res.q_out, dtype=np.float64).reshape(q.shape)
-                td = tdot * td
-                data.append(res.data)
+                td = res.tdot.reshape(q.shape) * td
+                data.append(None if res.data is None else np.ascontiguousarray(res.data, dtype=np.float64))
                 params.append(np.asarray(step.params if res.params is None else res.params, dtype=np.float64))
                 err = max(err, float(res.error_estimate))
             else:
@@ -195,22 +195,14 @@ class SpatialProgram:
                     q = step.w2 * q + step.b2
                     td = step.w2 * td + q
                 elif m.op == OP_INDEPENDENT:
-                    selfc = _pool_self(selfc, m)
-                    selft = _pool_self(selft, m) if want_ntk else selft
-                    q = np.einsum("npp->np", selfc).copy()
-                    td = np.einsum("npp->np", selft).copy() if want_ntk else np.zeros_like(q)
+                    q, td = blocks.pool(l, qs, tds, data, params, keep=l != pools[-1])
                 else:
                     add = 1.0 if m.op == OP_SAME_OFFSET else 0.0  # Conv adds Σ to Θ, Flatten only averages
                     q_new = step.w2 * _conv_vector(q, m) + step.b2
                     td = step.w2 * _conv_vector(td, m) + add * q_new
-                    if selfc is not None:
-                        selfc = step.w2 * _conv_self(selfc, m) + step.b2
-                        selft = step.w2 * _conv_self(selft, m) + add * selfc if want_ntk else selft
                     q = q_new
                 data.append(None)
                 params.append(np.zeros(0))
-            if l == last_pool:
-                selfc = selft = None
             if not np.all(q <= _MAX_VARIANCE):
                 raise KernelOverflowError(
                     f"The variances after layer {l} ({getattr(step, 'layer', step)!r}) reach "
@@ -248,7 +240,13 @@ class SpatialProgram:
         P0 = F1.shape[1]
         per = 3 * (P0 * P0 if self.layout == "full" else P0)
         tile = max(1, min(tile or 1 << 30, int(math.sqrt(_TILE_BUDGET / max(per, 1)))))
+        if self.layout == "full":
+            # Rows of ~256 entries vectorise well; larger tiles only add the redundant half of
+            # the diagonal tiles (pairs (a, b) and (b, a) of one tile) in the symmetric case.
+            tile = min(tile, max(1, -(-256 // P0)))
         tiles = _tiles(n1, n2, tile, symmetric)
+        if symmetric and tile == 1:
+            tiles = tiles[tiles[:, 0] != tiles[:, 1]]  # each image with itself comes from the point pass
         driver = self.module.diag_tiles if position_major else self.module.full_tiles
         dummy = np.empty((1, 1))
         V2, pts2 = _unit_columns(F2, inv2, position_major)
@@ -259,7 +257,8 @@ class SpatialProgram:
             driver(*args, chunk, tile, want_nngp, want_ntk, symmetric)
             return len(chunk)
 
-        run_tile_chunks(run, tiles, max(1, min(numba.get_num_threads(), len(tiles))), progress, per_thread=4)
+        if len(tiles):
+            run_tile_chunks(run, tiles, max(1, min(numba.get_num_threads(), len(tiles))), progress, per_thread=4)
         if not symmetric:
             _fill_identical(out_s, out_t, F1, F2, pts, n1)
         if symmetric:
@@ -351,49 +350,6 @@ def _conv_vector(v, m):
     valid = tab >= 0
     gathered = np.where(valid[None], v[:, np.where(valid, tab, 0)], 0.0)
     return gathered.sum(axis=2) / m.divisor
-
-
-def _conv_self(S, m):
-    """Same-offset sum of self blocks S (n, P, P): (1/k) Σ_o S[tab[u, o], tab[v, o]]."""
-    tab = m.table
-    valid = tab >= 0
-    idx = np.where(valid, tab, 0)
-    out = np.zeros((S.shape[0], tab.shape[0], tab.shape[0]))
-    for o in range(tab.shape[1]):
-        block = S[:, idx[:, o]][:, :, idx[:, o]]
-        mask = valid[:, o][:, None] & valid[:, o][None, :]
-        out += np.where(mask[None], block, 0.0)
-    return out / m.divisor
-
-
-def _pool_self(S, m):
-    """Independent-offset average of self blocks: A S Aᵀ with A[u, p] = #{o: tab[u, o] = p}/k."""
-    tab = m.table
-    A = np.zeros((tab.shape[0], S.shape[1]))
-    for u in range(tab.shape[0]):
-        for p in tab[u]:
-            if p >= 0:
-                A[u, p] += 1.0
-    A /= m.divisor
-    return np.einsum("up,npr,vr->nuv", A, S, A, optimize=True)
-
-
-def _self_activation(dual, selfc, selft, q, res, want_ntk):
-    """Each image's own P × P block through an activation (NumPy duals); same-position
-    entries from the per-point map."""
-    n, P = q.shape
-    q1 = np.broadcast_to(q[:, :, None], selfc.shape)
-    q2 = np.broadcast_to(q[:, None, :], selfc.shape)
-    c = np.clip(selfc, -np.sqrt(q1 * q2), np.sqrt(q1 * q2))
-    new_c = np.asarray(dual.T(q1, q2, c), dtype=np.float64)
-    idx = np.arange(P)
-    new_c[:, idx, idx] = np.asarray(res.q_out).reshape(n, P)
-    new_t = selft
-    if want_ntk:
-        tdot = np.asarray(dual.Tdot(q1, q2, c), dtype=np.float64)
-        tdot[:, idx, idx] = np.asarray(res.tdot).reshape(n, P)
-        new_t = tdot * selft
-    return new_c, new_t
 
 
 def _point_arrays(qs, n1, n2, position_major):

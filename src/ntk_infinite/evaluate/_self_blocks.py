@@ -1,0 +1,119 @@
+"""Each image's own P × P block, for the per-point variances after pooling (full layout).
+
+A pooling step averages covariances over *different* positions of one image, so the variance
+of a pooled position needs the image's whole self block Σ(x, x)[p, p'], not only its
+diagonal (Novak et al. 2019, section on pooling; docs/DESIGN.md, "Spatial layers"). The
+blocks are carried by the same jitted maps as the pair pass (:mod:`._spatial_numerics` and
+the activations' tile functions) with a tile of one image pair (x, x), one image at a time,
+so memory is one block per image only where a later pooling step still needs it.
+
+The point pass is split into stages at the pooling steps: per-point maps (vectorised over
+all points, as a series dual needs one call per layer) run up to a pooling step; then each
+image's block is advanced through the stage and pooled, which gives the pooled variances
+and NTK diagonal that the next stage starts from.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from ..compiler.duals.base import Dual
+from ..compiler.steps import OP_SAME_OFFSET
+from ._numerics import JIT_OPTIONS
+from ._spatial_numerics import FULL_SLOTS, conv_full, init_full, pool_full, work_view
+
+__all__ = ["SelfBlocks"]
+
+
+@nb.njit(**JIT_OPTIONS)
+def pooled_variances(rho, sq, base, tab, k, out):
+    """out[u] = (1/k²) Σ_{o,o'} c[tab[u,o], tab[u,o']] of one image's block in normalised form
+    (c = ρ √q √q', √q from ``sq[base + p]``): its pooled variances."""
+    ik2 = 1.0 / (k * k)
+    for u in range(tab.shape[0]):
+        acc = 0.0
+        for o in range(tab.shape[1]):
+            p = tab[u, o]
+            if p < 0:
+                continue
+            sp = sq[base + p]
+            row = rho[p]
+            for o2 in range(tab.shape[1]):
+                p2 = tab[u, o2]
+                if p2 >= 0:
+                    acc += row[p2] * (sp * sq[base + p2])
+        out[u] = acc * ik2
+
+
+class SelfBlocks:
+    """The self blocks of images F (n, P, C) through the steps of a spatial program.
+
+    :meth:`pool` advances every image's block from the previous pooling step (or the inputs)
+    through the steps before pooling step ``l`` and pools it, returning the pooled per-point
+    variances and NTK diagonal. ``keep`` says whether a later pooling step needs the pooled
+    blocks (otherwise they are dropped image by image).
+    """
+
+    def __init__(self, program, plan, F, inv, V, pts, want_ntk):
+        self.program, self.plan, self.F, self.inv, self.V, self.pts = program, plan, F, inv, V, pts
+        self.want_ntk = want_ntk
+        self.start = 0
+        self.stored = None
+        P0 = F.shape[1]
+        self.W = np.empty((FULL_SLOTS, P0 * P0))
+        self.dummy = np.empty((1, 1))
+
+    def pool(self, l, qs, tds, data, params, keep):
+        n = self.F.shape[0]
+        m = self.plan.maps[l]
+        Pi, Po = qs[l].shape[1], m.table.shape[0]
+        sq = [np.sqrt(q).ravel() for q in qs]
+        q_out = np.empty((n, Po))
+        td_out = np.zeros((n, Po))
+        sq_out = np.empty(n * Po)
+        stored = [] if keep else None
+        for i in range(n):
+            rho, sn2, t = self._advance(i, l, sq, data, params)
+            pooled_variances(rho, sq[l], i * Pi, m.table, m.divisor, q_out[i])
+            sq_out[i * Po:(i + 1) * Po] = np.sqrt(q_out[i])
+            nr, ns = np.empty((Po, Po)), np.empty((Po, Po))
+            nt = np.empty((Po, Po)) if self.want_ntk else self.dummy
+            pool_full(rho, sn2, t, nr, ns, nt, m.table, m.divisor, Pi, Po, sq[l], sq[l], sq_out, sq_out,
+                      i, i, 1, 1, self.want_ntk, True)
+            if self.want_ntk:
+                td_out[i] = np.diagonal(nt)
+            if keep:
+                stored.append((nr, ns, nt))
+        self.stored = stored
+        self.start = l + 1
+        return q_out, td_out
+
+    def _advance(self, i, l_pool, sq, data, params):
+        """Image i's block in normalised form (ρ, sin²θ, Θ) just before step ``l_pool``."""
+        want_ntk, plan = self.want_ntk, self.plan
+        if self.stored is None:
+            P = self.F.shape[1]
+            rho, sn2 = np.empty((P, P)), np.empty((P, P))
+            t = np.empty((P, P)) if want_ntk else self.dummy
+            init_full(rho, sn2, t, self.F, self.F, self.inv, self.inv, self.V, self.pts, i, i, 1, 1, P, want_ntk)
+        else:
+            rho, sn2, t = (a.copy() for a in self.stored[i])
+        for l in range(self.start, l_pool):
+            step, m = self.program.steps[l], plan.maps[l]
+            Pi = int(plan.pin[l])
+            if isinstance(step, Dual):
+                fn = getattr(self.program.module, self.program.tile_name(step))
+                pp = data[l] if data[l] is not None else self.dummy
+                fn(rho, sn2, t, i * Pi, i * Pi, sq[l], sq[l], sq[l + 1], sq[l + 1], np.ascontiguousarray(pp),
+                   np.ascontiguousarray(pp), params[l], want_ntk)
+                continue
+            Po = int(plan.pout[l])
+            nr, ns = np.empty((Po, Po)), np.empty((Po, Po))
+            nt = np.empty((Po, Po)) if want_ntk else self.dummy
+            AXM, AXT, AXR, AXN, GRID = plan.axes
+            conv_full(rho, sn2, t, nr, ns, nt, self.W, m.table, m.divisor, Pi, Po, sq[l], sq[l], sq[l + 1],
+                      sq[l + 1], i, i, 1, 1, step.w2, step.b2, m.op == OP_SAME_OFFSET,
+                      want_ntk, AXM[l], AXT[l], AXR[l], AXN[l], GRID[l])
+            rho, sn2, t = nr, ns, nt
+        return rho, sn2, t
