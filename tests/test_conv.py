@@ -138,17 +138,24 @@ def test_one_by_one_conv_on_one_pixel_is_dense(readout):
     assert_allclose(got.ntk, ntk, rtol=NAIVE_RTOL, atol=0)
 
 
-def test_near_duplicate_images_keep_the_angle():
-    """x and x·(1+1e-9) through convolutions and Flatten: Ṫ of ReLU is first order in θ, so a
-    lost angle would show at ~1e-10 relative; the reference is mpmath at 40 digits."""
+@pytest.mark.parametrize("perturb", ["scale 1e-9", "noise 1e-6", "noise 1e-3", "noise 3e-2"])
+def test_near_duplicate_images_keep_the_angle(perturb):
+    """x and a near copy through convolutions and Flatten: Ṫ of ReLU is first order in θ, so a
+    lost angle would show at ~1e-10 relative; the reference is mpmath at 40 digits. The sizes
+    cover both sides of the switch between the Gram-determinant sin²θ and the
+    cancellation-free sums (summed sin²θ near NEAR_COLLINEAR = 1e-3)."""
     import mpmath as mp
 
     layers, _, shape = CASES["1d-flatten-same"]
     kernel = nk.compile(nk.serial(*layers))
     x = _images(shape, 1, 8)
-    X = np.concatenate([x, x * (1 + 1e-9)])
-    got = kernel(X).ntk[1, 0]
-    assert abs(got - _mp_flatten_ntk(x[0], x[0] * (1 + 1e-9), mp)) <= 1e-11 * abs(got)
+    kind, size = perturb.split()
+    if kind == "scale":
+        x2 = x * (1 + float(size))
+    else:
+        x2 = x + float(size) * _images(shape, 1, 9)
+    got = kernel(np.concatenate([x, x2])).ntk[1, 0]
+    assert abs(got - _mp_flatten_ntk(x[0], x2[0], mp)) <= 1e-11 * abs(got)
 
 
 def _mp_flatten_ntk(x1, x2, mp):
