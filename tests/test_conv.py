@@ -238,3 +238,18 @@ def test_bad_architectures_name_the_fix(text, match):
 def test_images_for_a_dense_architecture_name_the_fix():
     with pytest.raises(nk.InputError, match=r"reshape\(len\(X1\), -1\)"):
         nk.compile("Dense > ReLU > Dense")(np.ones((2, 3, 3, 1)))
+
+
+def test_explain_names_the_layout_the_reason_and_the_positions():
+    gap = nk.compile("Conv(filter_shape=(3, 3), padding='SAME') > ReLU > AvgPool(window_shape=(2, 2), strides=(2, 2))"
+                     " > Conv(filter_shape=(3, 3)) > ReLU > GlobalAvgPool > Dense")
+    text = gap.explain((16, 16, 3))
+    assert "Layout: full" in text and "pooling" in text
+    # 16 -> 16 (SAME), -> 8 (2x2 window, stride 2), -> 6 (3x3 VALID): P x P entries per pair.
+    assert "(16, 16) → (8, 8), 4 offsets; 65536 entries" in text
+    assert "(8, 8) → (6, 6), 9 offsets; 4096 entries" in text
+    assert "ReLU(): activation on every position pair, closed form" in text
+    flat = nk.compile("Conv(filter_shape=(3, 3)) > ReLU > Flatten > Dense")
+    assert "Layout: diagonal" in flat.explain() and "input_shape" in flat.explain()
+    assert "(8, 8) → (6, 6), 9 offsets; 64 entries" in flat.explain((8, 8, 1))
+    assert "Layout: dense" in nk.compile("Dense > ReLU > Dense").explain()

@@ -173,6 +173,15 @@ class CompiledKernel:
         text = self.architecture.to_text() if _textual(self.architecture) else repr(self.architecture)
         return f"CompiledKernel({text}, layout={self.layout!r})" if self.spatial else f"CompiledKernel({text})"
 
+    def explain(self, input_shape=None) -> str:
+        """What the kernel computes, step by step, with each activation's route and the
+        pair-state layout and why; with ``input_shape`` (e.g. ``(32, 32, 3)``) also the
+        positions per step and the entries per pair of images. See
+        :func:`ntk_infinite.compiler.explain.explain`."""
+        from .compiler.explain import explain
+
+        return explain(self, input_shape)
+
     def __call__(self, X1, X2=None, *, get=("nngp", "ntk"), tile: int = DEFAULT_TILE, progress=None) -> Kernels:
         r"""NNGP and NTK Gram matrices.
 
