@@ -13,8 +13,12 @@ entries over position pairs. Two layouts:
 Position maps are given by index tables ``tab[u, o]``: the input position read by output
 position u at offset o, or −1 for padding; ``k`` is the divisor (the filter size).
 
-**Same-offset sums (Conv, Flatten) without cancellation.** With α_o = √q₁ and β_o = √q₂ at the
-two source positions of offset o (0 for padding), r_o = α_o β_o, the summed Gram determinant is
+**Same-offset sums (Conv, Flatten).** The covariances c = ρ√q₁√q₂ and Θ are summed over the
+offsets axis by axis (:func:`axis_pass_full`; the diagonal layout adds whole slices), and
+the output's sin²θ comes from the summed Gram determinant k²(q̃₁q̃₂ − c̃²), whose relative
+error is ~ε·q̃₁q̃₂/det: below 1e-12 wherever det ≥ NEAR_COLLINEAR·q̃₁q̃₂. The other, nearly
+collinear entries are redone without cancellation. With α_o = √q₁ and β_o = √q₂ at the two
+source positions of offset o (0 for padding), r_o = α_o β_o,
 
 .. math::
 
@@ -23,8 +27,8 @@ two source positions of offset o (0 for padding), r_o = α_o β_o, the summed Gr
         \frac12 \sum_{o, o'} (\alpha_o\beta_{o'} - \alpha_{o'}\beta_o)^2\ \text{(Lagrange)}}
       + \Big(\sum_o r_o (1 - \rho_o)\Big)\Big(\sum_o r_o (1 + \rho_o)\Big),
 
-every term non-negative; 1 ∓ ρ come from sin²θ without cancellation, and near collinear
-pairs get the Lagrange term from its sum of squares. The affine map that follows is the
+every term non-negative, 1 ∓ ρ from sin²θ without cancellation and the Lagrange term from
+its sum of squares (:func:`_collinear_sums`). The affine map that follows is the
 dense engine's (:func:`~ntk_infinite.evaluate._numerics.affine_pair`):
 D' = w⁴ D̃ + w²b² δ̃ with δ̃ = q̃₁ + q̃₂ − 2c̃ = (1/k) Σ_o [(α_o − β_o)² + 2 r_o (1 − ρ_o)].
 So θ stays accurate to rounding level through convolutions, as through dense layers.
@@ -122,58 +126,49 @@ def init_diag(rho, sn2, t, X1, X2, inv1, inv2, V2, pts2, I0, J0, bi, bj, P, want
 
 
 @nb.njit(**JIT_INLINE)
-def _same_offset_entry(rho, sn2, t, ra, cb, ta, tb, K, sqa, sqb, ia0, jb0, k, want_ntk):
-    """Sums over the offsets of one output entry. ``ta``/``tb``: the source positions of the
-    two output positions (−1: padding); ``ra``/``cb``: row/column offsets of the pair's block;
-    ``ia0``/``jb0``: offsets of the pair's points in the per-point arrays.
-    Returns (c̃·k, Lagrange + E·F, δ̃·k, Θ̃·k, Qa, Qb)."""
-    qa = 0.0
-    qb = 0.0
-    sab = 0.0
+def _collinear_sums(al, be, rr, ss, tt, want_ntk):
+    """Cancellation-free offset sums of one nearly collinear entry (see the module docstring)
+    from per-offset α, β (0 at padding), ρ, sin²θ and Θ (0 where either side is padding):
+    returns (c̃·k, Lagrange + E·F, δ̃·k, Θ̃·k)."""
+    K = al.shape[0]
     sc = 0.0
     e = 0.0
     f = 0.0
     sd = 0.0
     st = 0.0
+    lag = 0.0
+    for o in range(K):
+        r = al[o] * be[o]
+        sc += r * rr[o]
+        e += r * one_minus_rho(rr[o], ss[o])
+        f += r * one_plus_rho(rr[o], ss[o])
+        d = al[o] - be[o]
+        sd += d * d
+        if want_ntk:
+            st += tt[o]
+        for o2 in range(o + 1, K):
+            m = al[o] * be[o2] - al[o2] * be[o]
+            lag += m * m
+    return sc, lag + e * f, sd + 2.0 * e, st
+
+
+@nb.njit(**JIT_INLINE)
+def _same_offset_entry(rho, sn2, t, ra, cb, ta, tb, K, sqa, sqb, ia0, jb0, want_ntk):
+    """:func:`_collinear_sums` of one full-layout entry: ``ta``/``tb`` the source positions of
+    its two output positions (−1: padding), ``ra``/``cb`` the row/column offsets of the pair's
+    block, ``ia0``/``jb0`` those of its points in the per-point arrays."""
+    v = np.zeros((5, K))
     for o in range(K):
         pa = ta[o]
         pb = tb[o]
-        al = sqa[ia0 + pa] if pa >= 0 else 0.0
-        be = sqb[jb0 + pb] if pb >= 0 else 0.0
-        qa += al * al
-        qb += be * be
+        v[0, o] = sqa[ia0 + pa] if pa >= 0 else 0.0
+        v[1, o] = sqb[jb0 + pb] if pb >= 0 else 0.0
         if pa >= 0 and pb >= 0:
-            rr = rho[ra + pa, cb + pb]
-            ss = sn2[ra + pa, cb + pb]
-            r = al * be
-            sab += r
-            sc += r * rr
-            e += r * one_minus_rho(rr, ss)
-            f += r * one_plus_rho(rr, ss)
-            d = al - be
-            sd += d * d
+            v[2, o] = rho[ra + pa, cb + pb]
+            v[3, o] = sn2[ra + pa, cb + pb]
             if want_ntk:
-                st += t[ra + pa, cb + pb]
-        else:
-            sd += al * al + be * be
-    lag = qa * qb - sab * sab
-    det = max(lag, 0.0) + e * f
-    if det < NEAR_COLLINEAR * qa * qb:
-        lag = 0.0
-        for o in range(K):
-            pa = ta[o]
-            pb = tb[o]
-            al = sqa[ia0 + pa] if pa >= 0 else 0.0
-            be = sqb[jb0 + pb] if pb >= 0 else 0.0
-            for o2 in range(o + 1, K):
-                pa2 = ta[o2]
-                pb2 = tb[o2]
-                al2 = sqa[ia0 + pa2] if pa2 >= 0 else 0.0
-                be2 = sqb[jb0 + pb2] if pb2 >= 0 else 0.0
-                m = al * be2 - al2 * be
-                lag += m * m
-        det = lag + e * f
-    return sc, det, sd + 2.0 * e, st, qa, qb
+                v[4, o] = t[ra + pa, cb + pb]
+    return _collinear_sums(v[0], v[1], v[2], v[3], v[4], want_ntk)
 
 
 @nb.njit(**JIT_INLINE)
@@ -352,9 +347,8 @@ def normalise_full(rho, sn2, t, sc, st, out_s, tab, k, Pi, Po, sqa, sqb, sqa_o, 
                 u = r - a * Po
                 b = col // Po
                 v = col - b * Po
-                e_sc, e_det, e_delta, e_st, _, _ = _same_offset_entry(
-                    rho, sn2, t, a * Pi, b * Pi, tab[u], tab[v], K, sqa, sqb, (I0 + a) * Pi, (J0 + b) * Pi, k,
-                    want_ntk)
+                e_sc, e_det, e_delta, e_st = _same_offset_entry(
+                    rho, sn2, t, a * Pi, b * Pi, tab[u], tab[v], K, sqa, sqb, (I0 + a) * Pi, (J0 + b) * Pi, want_ntk)
                 r_, s_, t_ = _affine_normalise(e_sc, e_det, e_delta, e_st, k, w2, b2, ia, invb[col], affine)
                 crow[col] = r_
                 srow[col] = s_
@@ -468,49 +462,19 @@ def _summed_diag(sq, tu, n, i):
 
 @nb.njit(**JIT_INLINE)
 def _same_offset_entry_diag(rho, sn2, t, tu, n1, n2, sqa, sqb, i, j, a, b, want_ntk):
-    """Cancellation-free offset sums of one diagonal-layout entry (see the module docstring):
-    (c̃·k, Lagrange + E·F, δ̃·k, Θ̃·k)."""
+    """:func:`_collinear_sums` of one diagonal-layout entry (points i, j; tile entry a, b)."""
     K = tu.shape[0]
-    qa = 0.0
-    qb = 0.0
-    sab = 0.0
-    sc = 0.0
-    e = 0.0
-    f = 0.0
-    sd = 0.0
-    st = 0.0
+    v = np.zeros((5, K))
     for o in range(K):
         p = tu[o]
-        if p < 0:
-            continue
-        al = sqa[p * n1 + i]
-        be = sqb[p * n2 + j]
-        rr = rho[p, a, b]
-        ss = sn2[p, a, b]
-        r = al * be
-        qa += al * al
-        qb += be * be
-        sab += r
-        sc += r * rr
-        e += r * one_minus_rho(rr, ss)
-        f += r * one_plus_rho(rr, ss)
-        d = al - be
-        sd += d * d
-        if want_ntk:
-            st += t[p, a, b]
-    lag = 0.0
-    for o in range(K):
-        p = tu[o]
-        if p < 0:
-            continue
-        al = sqa[p * n1 + i]
-        be = sqb[p * n2 + j]
-        for o2 in range(o + 1, K):
-            p2 = tu[o2]
-            if p2 >= 0:
-                m = al * sqb[p2 * n2 + j] - sqa[p2 * n1 + i] * be
-                lag += m * m
-    return sc, lag + e * f, sd + 2.0 * e, st
+        if p >= 0:
+            v[0, o] = sqa[p * n1 + i]
+            v[1, o] = sqb[p * n2 + j]
+            v[2, o] = rho[p, a, b]
+            v[3, o] = sn2[p, a, b]
+            if want_ntk:
+                v[4, o] = t[p, a, b]
+    return _collinear_sums(v[0], v[1], v[2], v[3], v[4], want_ntk)
 
 
 @nb.njit(**JIT_OPTIONS)
