@@ -221,3 +221,29 @@ def test_marginal_likelihood_selection_of_a_conv_net_end_to_end():
         K = nk.compile(rec["arch"])(X).nngp
         assert_allclose(rec["score"], naive_log_marginal(K, y, rec["ridge"]), rtol=ML_RTOL, atol=0)
     assert_allclose(sel.score, -res.fun, rtol=ML_RTOL, atol=0)
+
+
+def test_a_zero_image_and_a_scaled_copy_without_bias():
+    # With b_std = 0 in the first Conv, an image and twice it stay exactly parallel at equal
+    # positions (ρ = 1, where ∂Ṫ/∂c is singular), and a zero image keeps zero variance: the
+    # derivatives stay finite and match finite differences of every parameter that is not 0
+    # (∂/∂b_std at b_std = 0 is exactly 0: b enters as b²).
+    arch = nk.serial(nk.Conv(filter_shape=(2,), padding="SAME", w_std=1.3), nk.ReLU(),
+                     nk.Conv(filter_shape=(2,), w_std=1.2, b_std=0.1), nk.ReLU(), nk.GlobalAvgPool(),
+                     nk.Dense(w_std=1.1, b_std=0.1))
+    X = np.random.default_rng(6).standard_normal((3, 5, 2))
+    X = np.concatenate([X, 2.0 * X[:1], np.zeros((1, 5, 2))])
+    g = kernel_gradients(arch, X)
+    assert np.isfinite(g.d_ntk).all() and np.isfinite(g.d_nngp).all()
+    assert np.all(g.derivative("layers[0].b_std", "ntk") == 0.0) and np.all(g.derivative("layers[0].b_std", "nngp") == 0.0)
+    for name in g.parameters:
+        index, attr = int(name[len("layers["):name.index("]")]), name.split(".")[1]
+        v = getattr(arch[index], attr)
+        if v == 0.0:
+            continue
+        up = nk.compile(_with(arch, name, v + FD_STEP))(X, X)
+        down = nk.compile(_with(arch, name, v - FD_STEP))(X, X)
+        for get in ("nngp", "ntk"):
+            fd = (getattr(up, get) - getattr(down, get)) / (2 * FD_STEP)
+            assert_allclose(g.derivative(name, get), fd, rtol=KERNEL_FD_RTOL, atol=KERNEL_FD_RTOL * np.max(np.abs(fd)),
+                            err_msg=f"d{get}/d{name}")
