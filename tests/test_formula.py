@@ -98,3 +98,119 @@ def test_command_line(capsys):
     assert capsys.readouterr().out.startswith("\\begin{aligned}")
     assert main(["formula", "Dense > Nope > Dense"]) == 2
     assert "Unknown layer 'Nope'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- convolutional networks
+CONV_NET = nk.serial(
+    nk.Conv(filter_shape=(3, 3), strides=(2, 1), padding="SAME", w_std=1.5, b_std=0.1), nk.ReLU(),
+    nk.AvgPool(window_shape=(2, 2)), nk.Conv(filter_shape=(2, 2), padding="CIRCULAR", w_std=1.2), nk.Erf(),
+    nk.GlobalAvgPool(), nk.Dense(w_std=1.1, b_std=0.2), nk.ReLU(), nk.Dense(w_std=0.9),
+)
+
+
+def test_conv_formula_names_each_layer_in_order_with_its_parameters():
+    kernel = nk.compile(CONV_NET)
+    text = str(kernel.formula())
+    lines = text.splitlines()
+    assert lines[:2] == ["Sigma_0(x, x')[p, p'] = x[p]·x'[p']/C", "Theta_0(x, x')[p, p'] = 0"]
+    headers = [line for line in lines if line.startswith("# layer")]
+    routes = ["affine", "closed form (arc-cosine, sympy)", "linear", "affine", "closed form (sympy)", "readout",
+              "affine", "closed form (arc-cosine, sympy)", "affine"]
+    assert headers == [f"# layer {i + 1}: {layer!r} ({route})" for i, (layer, route) in
+                       enumerate(zip(CONV_NET, routes))]
+
+    def block(i):
+        """The lines after the header of layer i, up to the next header."""
+        start = lines.index(headers[i - 1]) + 1
+        end = lines.index(headers[i]) if i < len(headers) else len(lines) - 1
+        return lines[start:end]
+
+    # Conv 1: σw² = 2.25 over |k| = 9, the same offset on both positions, σb² = 0.01; SAME with strides (2, 1).
+    where, nngp, ntk = block(1)
+    assert where.startswith("#   where filter k = (3, 3), |k| = 9, strides s = (2, 1); SAME: out = ceil(n/s)")
+    assert "entries outside the input are 0" in where
+    src = "[s*p + o - p_lo, s*p' + o - p_lo]"
+    assert nngp == f"Sigma_1(x, x')[p, p'] = 2.25/9 * sum_{{o in {{0..2}}x{{0..2}}}} Sigma_0(x, x'){src} + 0.01"
+    assert ntk == (f"Theta_1(x, x')[p, p'] = 2.25/9 * sum_{{o in {{0..2}}x{{0..2}}}} Theta_0(x, x'){src} "
+                   "+ Sigma_1(x, x')[p, p']")
+    # ReLU per position pair, with the variances of the two positions.
+    relu = block(2)
+    assert relu[0].startswith("Sigma_2(x, x')[p, p'] = ") and "Sigma_1(x, x)[p, p]" in relu[0]
+    assert "Sigma_1(x', x')[p', p']" in relu[0] and relu[1].endswith("*Theta_1(x, x')[p, p']/(2*pi)")
+    # AvgPool 2x2, stride 1: independent offsets, 1/|w|², no bias and no Σ added to Θ.
+    where, nngp, ntk = block(3)
+    assert where == ("#   where window w = (2, 2), |w| = 4, strides s = (1, 1); VALID: p_lo = 0, "
+                     "out = floor((n - w)/s) + 1 per axis of input length n")
+    assert nngp == ("Sigma_3(x, x')[p, p'] = 1/4^2 * sum_{o, o' in {0..1}x{0..1}} "
+                    "Sigma_2(x, x')[s*p + o - p_lo, s*p' + o' - p_lo]")
+    assert ntk == nngp.replace("Sigma", "Theta")
+    # Conv 2 without bias, CIRCULAR at stride 1: p_lo = floor((k - 1)/2) = (0, 0) for a 2x2 filter.
+    where, nngp, ntk = block(4)
+    assert "CIRCULAR" in where and "p_lo = floor((k - 1)/2) = (0, 0)" in where and "wrap around" in where
+    assert nngp.startswith("Sigma_4(x, x')[p, p'] = 1.44/4 * sum_{o in {0..1}x{0..1}} Sigma_3(x, x')")
+    assert nngp.endswith("p_lo]") and ntk.endswith("+ Sigma_4(x, x')[p, p']")
+    # GlobalAvgPool: the mean over all position pairs; then scalar Dense lines.
+    _, nngp, ntk = block(6)
+    assert nngp == "Sigma_6(x, x') = 1/P^2 * sum_{p, p'} Sigma_5(x, x')[p, p']"
+    assert ntk == "Theta_6(x, x') = 1/P^2 * sum_{p, p'} Theta_5(x, x')[p, p']"
+    assert block(7) == ["Sigma_7(x, x') = 1.21*Sigma_6(x, x') + 0.04", "Theta_7(x, x') = Sigma_7(x, x') + 1.21*Theta_6(x, x')"]
+    assert "Sigma_8(x, x')" in block(8)[0] and "[p" not in block(8)[0]  # after the readout: one number per pair
+    assert lines[-1] == "NNGP = Sigma_9(x, x'),  NTK = Theta_9(x, x')"
+
+
+def test_flatten_is_the_mean_of_the_spatial_diagonal():
+    f = nk.compile("Conv(filter_shape=(3,), padding='SAME', w_std=1.5) > ReLU > Flatten > Dense").formula()
+    flatten = f.steps[2]
+    assert flatten.route == "readout" and flatten.nngp is None
+    assert flatten.text == ("Sigma_3(x, x') = 1/P * sum_{p} Sigma_2(x, x')[p, p]",
+                            "Theta_3(x, x') = 1/P * sum_{p} Theta_2(x, x')[p, p]")
+    conv = f.steps[0]
+    assert conv.text[0].endswith("Sigma_0(x, x')[s*p + o - p_lo, s*p' + o - p_lo]")  # no "+ 0" for b_std = 0
+    assert "p_lo = floor((k - 1)/2) = (1,)" in conv.where
+
+
+def test_spatial_activation_lines_evaluate_to_the_dual_per_position_pair():
+    # The sympy line of an activation on a spatial state, evaluated at one position pair with
+    # distinct variances, against the arc-cosine kernel of tests/naive.py.
+    f = nk.compile(CONV_NET).formula()
+    relu = f.steps[1]
+    X, XP = sp.symbols("x x'")
+    p, pp = sp.symbols("p p'")
+    S1, T1 = sp.Function("Sigma_1"), sp.Function("Theta_1")
+    at = lambda fn, a, b, i, j: sp.IndexedBase(fn(a, b))[i, j]  # noqa: E731
+    q1, q2, c, t = 0.7, 1.9, -0.4, 0.3
+    subs = {at(S1, X, X, p, p): q1, at(S1, XP, XP, pp, pp): q2, at(S1, X, XP, p, pp): c, at(T1, X, XP, p, pp): t}
+    assert relu.nngp.lhs == at(sp.Function("Sigma_2"), X, XP, p, pp)
+    assert math.isclose(float(relu.nngp.rhs.subs(subs)), relu_T(q1, q2, c), rel_tol=EVAL_RTOL)
+    assert math.isclose(float(relu.ntk.rhs.subs(subs)), relu_Tdot(q1, q2, c) * t, rel_tol=EVAL_RTOL)
+
+
+def _latex_rows(latex):
+    assert latex.startswith("\\begin{aligned}\n") and latex.endswith("\n\\end{aligned}")
+    return latex[len("\\begin{aligned}\n"):-len("\n\\end{aligned}")].split(" \\\\\n")
+
+
+def _assert_balanced(row):
+    depth = 0
+    for i, ch in enumerate(row):
+        if ch in "{}" and (i == 0 or row[i - 1] != "\\"):
+            depth += 1 if ch == "{" else -1
+            assert depth >= 0, row
+    assert depth == 0, row
+
+
+@pytest.mark.parametrize("arch", [CONV_NET, "Conv(filter_shape=(3,), padding='SAME', w_std=1.5) > ReLU > Flatten > Dense"])
+def test_conv_latex_rows_are_balanced_and_parse_as_mathtext(arch):
+    rows = _latex_rows(nk.compile(arch).latex())
+    kernel = nk.compile(arch)
+    # Σ₀, Θ₀, then per layer its label, its geometry (spatial windows and readouts) and two lines.
+    assert len(rows) == 2 + sum(3 + bool(s.where) for s in kernel.formula().steps)
+    for row in rows:
+        _assert_balanced(row)
+        assert row.count("&") == 1 or row.startswith("&\\text"), row
+    assert rows[0] == "{\\Sigma_{0}{\\left(x,x' \\right)}}_{p,p'} &= \\frac{x[p]·x'[p']}{C}"
+    assert any(r.startswith("{\\Sigma_{1}{\\left(x,x' \\right)}}_{p,p'} &= \\frac{2.25}{") for r in rows)
+    mathtext = pytest.importorskip("matplotlib.mathtext")
+    parser = mathtext.MathTextParser("path")
+    for row in rows:
+        parser.parse("$" + row.replace("&", "", 1) + "$")  # raises ValueError on malformed TeX

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from .notation import X, XP, eq_latex, eq_text, sigma, theta
+
 __all__ = ["FormulaStep", "KernelFormula", "kernel_formula", "kernel_latex", "register"]
 
-_X, _XP = sp.symbols("x x'")
 _D = sp.Symbol("d", positive=True)
+_C = sp.Symbol("C", positive=True)
 
 
 @dataclass(frozen=True)
@@ -39,22 +41,32 @@ class FormulaStep:
     ----------
     index : int
         Layer number l + 1 of the quantities it defines.
-    layer : the architecture layer (``Dense`` or an activation).
+    layer : the architecture layer.
     route : str
-        ``"affine"`` or the dual's route (closed form, series, quadrature).
-    nngp, ntk : sympy.Eq
-        Σ_{l+1}(x, x') and Θ_{l+1}(x, x') in terms of layer l.
-    T, Tdot : sympy expressions in q_1, q_2, c, or None for Dense layers
+        ``"affine"`` (Dense, Conv), ``"linear"`` (AvgPool), ``"readout"`` (Flatten,
+        GlobalAvgPool) or the dual's route (closed form, series, quadrature).
+    nngp, ntk : sympy.Eq or None
+        Σ_{l+1}(x, x') and Θ_{l+1}(x, x') in terms of layer l, for Dense layers and
+        activations (on a spatial state the entries of a position pair, sympy ``Indexed``);
+        None for Conv, pooling and readouts, whose sums over windows are given as ``text``.
+    T, Tdot : sympy expressions in q_1, q_2, c, or None for non-activation layers
         The dual of the activation (q_1 = Σ(x, x), q_2 = Σ(x', x'), c = Σ(x, x')).
+    text, latex : (str, str)
+        The Σ and Θ lines as text (``lhs = rhs``) and LaTeX (``lhs &= rhs``), written by the step.
+    where : str
+        The geometry of a spatial step in words (filter, strides, padding), else "".
     """
 
     index: int
     layer: object
     route: str
-    nngp: sp.Eq
-    ntk: sp.Eq
+    nngp: sp.Eq | None
+    ntk: sp.Eq | None
     T: sp.Expr | None = None
     Tdot: sp.Expr | None = None
+    text: tuple = ()
+    latex: tuple = ()
+    where: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,50 +80,57 @@ class KernelFormula:
     @property
     def nngp(self) -> sp.Expr:
         """The symbol of the output NNGP kernel, Σ_L(x, x')."""
-        return self.steps[-1].nngp.lhs if self.steps else self.initial[0].lhs
+        return sigma(self.steps[-1].index)(X, XP) if self.steps else self.initial[0].lhs
 
     @property
     def ntk(self) -> sp.Expr:
         """The symbol of the output NTK, Θ_L(x, x')."""
-        return self.steps[-1].ntk.lhs if self.steps else self.initial[1].lhs
+        return theta(self.steps[-1].index)(X, XP) if self.steps else self.initial[1].lhs
 
     def __str__(self) -> str:
-        lines = [f"{sp.sstr(eq.lhs)} = {sp.sstr(eq.rhs)}" for eq in self.initial]
+        lines = [eq_text(eq) for eq in self.initial]
         for step in self.steps:
             lines.append(f"# layer {step.index}: {step.layer!r} ({step.route})")
-            lines.append(f"{sp.sstr(step.nngp.lhs)} = {sp.sstr(step.nngp.rhs)}")
-            lines.append(f"{sp.sstr(step.ntk.lhs)} = {sp.sstr(step.ntk.rhs)}")
+            if step.where:
+                lines.append(f"#   where {step.where}")
+            lines.extend(step.text)
         lines.append(f"NNGP = {sp.sstr(self.nngp)},  NTK = {sp.sstr(self.ntk)}")
         return "\n".join(lines)
 
     def latex(self) -> str:
         r"""An ``aligned`` LaTeX block (use inside ``\[ ... \]`` or ``equation``)."""
-        rows = [f"{sp.latex(eq.lhs)} &= {sp.latex(eq.rhs)}" for eq in self.initial]
+        rows = [eq_latex(eq) for eq in self.initial]
         for step in self.steps:
             label = _latex_text(f"layer {step.index}: {type(step.layer).__name__} ({step.route})")
             rows.append(rf"&\text{{{label}}}")
-            rows.append(f"{sp.latex(step.nngp.lhs)} &= {sp.latex(step.nngp.rhs)}")
-            rows.append(f"{sp.latex(step.ntk.lhs)} &= {sp.latex(step.ntk.rhs)}")
+            if step.where:
+                rows.append(rf"&\text{{{_latex_text('where ' + step.where)}}}")
+            rows.extend(step.latex)
         return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
 
 
 def _latex_text(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"),
-                 ("{", r"\{"), ("}", r"\}"), ("$", r"\$")):
+                 ("{", r"\{"), ("}", r"\}"), ("$", r"\$"), ("^", r"\^{}")):
         text = text.replace(a, b)
     return text
 
 
-def _sigma(l):
-    return sp.Function(f"Sigma_{l}")
-
-
-def _theta(l):
-    return sp.Function(f"Theta_{l}")
+def _initial(spatial: bool) -> tuple:
+    """Σ₀ and Θ₀: x·x'/d for dense inputs, the channel mean x[p]·x'[p']/C per position pair."""
+    if not spatial:
+        return (sp.Eq(sigma(0)(X, XP), sp.Symbol("x·x'") / _D), sp.Eq(theta(0)(X, XP), sp.Integer(0)))
+    p, pp = sp.symbols("p p'")
+    at = lambda fn: sp.IndexedBase(fn(X, XP))[p, pp]  # noqa: E731
+    return (sp.Eq(at(sigma(0)), sp.Symbol("x[p]·x'[p']") / _C), sp.Eq(at(theta(0)), sp.Integer(0)))
 
 
 def kernel_formula(kernel) -> KernelFormula:
     """The recursion of a :class:`~ntk_infinite.kernel.CompiledKernel`, layer by layer.
+
+    Each step writes its own lines (``formula_text``, ``formula_latex``,
+    :mod:`ntk_infinite.compiler.steps`); the state is per position pair until the readout of a
+    convolutional network (docs/DESIGN.md, "Spatial layers"; Novak et al. 2019; Arora et al. 2019).
 
     Examples
     --------
@@ -120,38 +139,23 @@ def kernel_formula(kernel) -> KernelFormula:
     >>> print(f.steps[0].nngp)
     Eq(Sigma_1(x, x'), 2.25*Sigma_0(x, x') + 0.01)
     """
-    from ..evaluate.engine import Affine
-    from ..describe.layers import Identity
+    from .steps import role_of
 
-    q1, q2, c = sp.symbols("q_1 q_2 c", positive=True)
-    layers = [layer for layer in kernel.architecture if not isinstance(layer, Identity)]
+    layers = [layer for layer in kernel.architecture if role_of(layer) is not None]
     steps = kernel.program.steps
     if len(layers) != len(steps):  # pragma: no cover - structural invariant of compile()
         raise RuntimeError("architecture and program are out of step")
-    initial = (sp.Eq(_sigma(0)(_X, _XP), sp.Symbol("x·x'") / _D), sp.Eq(_theta(0)(_X, _XP), sp.Integer(0)))
+    spatial = kernel.spatial
     out = []
     for l, (layer, step) in enumerate(zip(layers, steps)):
-        S, Th = _sigma(l), _theta(l)
-        S1, Th1 = _sigma(l + 1), _theta(l + 1)
-        if isinstance(step, Affine):
-            w2, b2 = _number(step.w2), _number(step.b2)
-            nngp = sp.Eq(S1(_X, _XP), w2 * S(_X, _XP) + b2)
-            ntk = sp.Eq(Th1(_X, _XP), w2 * Th(_X, _XP) + S1(_X, _XP))
-            out.append(FormulaStep(l + 1, layer, "affine", nngp, ntk))
-            continue
-        T, Td = step.formula()
-        subs = {q1: S(_X, _X), q2: S(_XP, _XP), c: S(_X, _XP)}
-        T_sub = sp.sympify(T).subs(subs)
-        Td_sub = sp.sympify(Td).subs(subs)
-        nngp = sp.Eq(S1(_X, _XP), T_sub)
-        ntk = sp.Eq(Th1(_X, _XP), Td_sub * Th(_X, _XP))
-        out.append(FormulaStep(l + 1, layer, getattr(step, "route", ""), nngp, ntk, T, Td))
-    return KernelFormula(kernel.architecture, initial, tuple(out))
-
-
-def _number(value: float):
-    value = float(value)
-    return sp.Integer(int(value)) if value.is_integer() else sp.Float(value, 15)
+        index = l + 1
+        eqs = step.formula_eqs(index, spatial) or (None, None)
+        T, Td = (sp.sympify(e) for e in step.formula()) if step.role == "activation" else (None, None)
+        out.append(FormulaStep(index, layer, step.route, eqs[0], eqs[1], T, Td, step.formula_text(index, spatial),
+                               step.formula_latex(index, spatial), step.formula_where()))
+        # After the readout the state is one number per pair.
+        spatial = spatial and step.role != "readout"
+    return KernelFormula(kernel.architecture, _initial(kernel.spatial), tuple(out))
 
 
 def kernel_latex(kernel) -> str:

@@ -2,7 +2,8 @@
 
 A step is what the evaluation needs of a layer: its place in the architecture rules
 (``role``), its map of the spatial shape and its index table (``plan``), its per-point map
-(``point``), and the symbolic text of its update (``formula``). Activation layers compile to
+(``point``), and the text and LaTeX of its update (``formula_text``, ``formula_latex``; see
+:class:`_Step`). Activation layers compile to
 a :class:`~ntk_infinite.compiler.duals.base.Dual` instead, which plays the same part for
 elementwise maps. :func:`compile_step` is the one place that maps a layer kind to its step,
 so a new layer kind is one class here plus its description in :mod:`ntk_infinite.describe`.
@@ -19,12 +20,15 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import sympy as sp
 
 from ..describe.layers import ActivationLayer, Dense, Identity
 from ..describe.spatial import AvgPool, Conv, Flatten, GlobalAvgPool, output_size, pad_low, spatial_output_shape
+from .notation import X, XP, entry_latex, entry_text, eq_latex, eq_text, number, number_text, offset_set, sigma, theta, \
+    window_where
 
 __all__ = ["Affine", "ConvStep", "PoolStep", "FlattenStep", "GlobalAvgPoolStep", "compile_step", "PositionMap",
-           "role_of"]
+           "role_of", "is_trainable"]
 
 #: Op codes of the spatial pair pass (activations use codes >= 1).
 OP_DENSE, OP_SAME_OFFSET, OP_INDEPENDENT, OP_FLATTEN = 0, -1, -2, -3
@@ -46,19 +50,66 @@ class PositionMap:
     axes: tuple = ()
 
 
+class _Step:
+    """What every step shares: its compiled form from its layer, whether it has trainable
+    ``w_std``/``b_std`` (the parameters :mod:`ntk_infinite.evaluate.gradients` differentiates), and
+    the formula contract: ``formula_text(index, spatial)`` and ``formula_latex(index, spatial)``
+    give the (Σ, Θ) lines that define layer ``index`` from layer ``index − 1`` (``spatial``: the
+    incoming state is per position pair), ``formula_where()`` the geometry in words, and
+    ``formula_eqs`` the lines as sympy equations where they are scalar recursions (else None)."""
+
+    trainable = False
+
+    @classmethod
+    def from_layer(cls, layer):
+        return cls(layer)
+
+    @property
+    def route(self) -> str:
+        return self.role
+
+    def formula_eqs(self, index: int = 1, spatial: bool = False):
+        return None
+
+    def formula_where(self) -> str:
+        return ""
+
+
 @dataclass(frozen=True)
-class Affine:
-    """A Dense layer: Σ ← w²Σ + b², Θ ← w²Θ + Σ."""
+class Affine(_Step):
+    r"""A Dense layer: :math:`\Sigma \leftarrow \sigma_w^2\Sigma + \sigma_b^2`,
+    :math:`\Theta \leftarrow \sigma_w^2\Theta + \Sigma` (Jacot et al. 2018; Lee et al. 2019)."""
 
     w2: float
     b2: float
     layer: Dense | None = None
     role = "affine"
     spatial = False
+    trainable = True
 
-    def formula_text(self):
-        return (r"\Sigma \leftarrow \sigma_w^2 \Sigma + \sigma_b^2",
-                r"\Theta \leftarrow \sigma_w^2 \Theta + \Sigma")
+    @classmethod
+    def from_layer(cls, layer):
+        return cls(layer.w_std ** 2, layer.b_std ** 2, layer)  # finite: Dense bounds both by MAX_STD
+
+    @property
+    def w_std(self) -> float:
+        return self.layer.w_std if self.layer is not None else math.sqrt(self.w2)
+
+    @property
+    def b_std(self) -> float:
+        return self.layer.b_std if self.layer is not None else math.sqrt(self.b2)
+
+    def formula_eqs(self, index: int = 1, spatial: bool = False):
+        """Σ_l = σw² Σ_{l−1} + σb², Θ_l = σw² Θ_{l−1} + Σ_l (a Dense layer sees a scalar state)."""
+        S, Th, S1, Th1 = sigma(index - 1), theta(index - 1), sigma(index), theta(index)
+        w2, b2 = number(self.w2), number(self.b2)
+        return (sp.Eq(S1(X, XP), w2 * S(X, XP) + b2), sp.Eq(Th1(X, XP), w2 * Th(X, XP) + S1(X, XP)))
+
+    def formula_text(self, index: int = 1, spatial: bool = False):
+        return tuple(eq_text(eq) for eq in self.formula_eqs(index, spatial))
+
+    def formula_latex(self, index: int = 1, spatial: bool = False):
+        return tuple(eq_latex(eq) for eq in self.formula_eqs(index, spatial))
 
 
 def _window_table(shape, window, strides, padding):
@@ -90,13 +141,46 @@ def _window_table(shape, window, strides, padding):
     return tuple(out), table, float(len(offsets)), tuple(axes)
 
 
+#: Separator of the two (long) source indices of a window map in LaTeX.
+_THIN_COMMA = r",\,"
+
+
+def _window_lines(index, head_text, head_latex, window, paired, theta_adds):
+    """The (text, LaTeX) line pairs of a window map: Conv (same offset o on both positions,
+    ``paired``) or AvgPool (independent offsets o, o'); ``head_*`` is the factor before the sum."""
+    src_text = ["s*p + o - p_lo", "s*p' + o - p_lo" if paired else "s*p' + o' - p_lo"]
+    src_latex = [r"s p + o - p_{\mathrm{lo}}", r"s p' + o - p_{\mathrm{lo}}" if paired else r"s p' + o' - p_{\mathrm{lo}}"]
+    out = ["p", "p'"]
+    over_text = f"o in {offset_set(window)}" if paired else f"o, o' in {offset_set(window)}"
+    over_latex = (rf"o \in {offset_set(window, True)}" if paired else rf"o, o' \in {offset_set(window, True)}")
+    S0, T0, S1, T1 = sigma(index - 1), theta(index - 1), sigma(index), theta(index)
+    text, latex = [], []
+    for new, old, add in ((S1, S0, theta_adds[0]), (T1, T0, theta_adds[1])):
+        text.append(f"{entry_text(new, out)} = {head_text} * sum_{{{over_text}}} {entry_text(old, src_text)}"
+                    + (f" + {add[0]}" if add else ""))
+        latex.append(f"{entry_latex(new, out)} &= {head_latex} \\sum_{{{over_latex}}} "
+                     f"{entry_latex(old, src_latex, sep=_THIN_COMMA)}"
+                     + (f" + {add[1]}" if add else ""))
+    return tuple(text), tuple(latex)
+
+
 @dataclass(frozen=True)
-class ConvStep:
-    """Conv: same-offset sum of the position pairs, then the affine map (docs/DESIGN.md)."""
+class ConvStep(_Step):
+    r"""Conv: same-offset sum of the position pairs, then the affine map (docs/DESIGN.md; Novak
+    et al. 2019; Arora et al. 2019),
+
+    .. math::
+
+        \Sigma_l(x, x')_{p,p'} = \frac{\sigma_w^2}{|k|}\sum_{o} \Sigma_{l-1}(x, x')_{sp+o-p_{lo},\,sp'+o-p_{lo}}
+            + \sigma_b^2, \qquad
+        \Theta_l(x, x')_{p,p'} = \frac{\sigma_w^2}{|k|}\sum_{o} \Theta_{l-1}(x, x')_{sp+o-p_{lo},\,sp'+o-p_{lo}}
+            + \Sigma_l(x, x')_{p,p'}.
+    """
 
     layer: Conv
     role = "affine"
     spatial = True
+    trainable = True
 
     @property
     def w2(self):
@@ -106,19 +190,46 @@ class ConvStep:
     def b2(self):
         return self.layer.b_std ** 2
 
+    @property
+    def w_std(self) -> float:
+        return self.layer.w_std
+
+    @property
+    def b_std(self) -> float:
+        return self.layer.b_std
+
     def plan(self, shape) -> PositionMap:
         spatial_output_shape(self.layer, shape)  # raises for mismatched axes or an empty output
         out, table, k, axes = _window_table(shape, self.layer.filter_shape, self.layer.strides, self.layer.padding)
         return PositionMap(out, table, k, OP_SAME_OFFSET, axes)
 
-    def formula_text(self):
-        return (r"\Sigma[a,a'] \leftarrow \frac{\sigma_w^2}{|k|}\sum_o \Sigma[as+o-p,\,a's+o-p] + \sigma_b^2",
-                r"\Theta[a,a'] \leftarrow \frac{\sigma_w^2}{|k|}\sum_o \Theta[as+o-p,\,a's+o-p] + \Sigma[a,a']")
+    def _lines(self, index):
+        k = math.prod(self.layer.filter_shape)
+        w2 = number(self.w2)
+        b2 = None if self.b2 == 0 else (number_text(self.b2), sp.latex(number(self.b2)))
+        S1 = sigma(index)
+        add = (entry_text(S1, ["p", "p'"]), entry_latex(S1, ["p", "p'"]))
+        return _window_lines(index, f"{number_text(self.w2)}/{k}", rf"\frac{{{sp.latex(w2)}}}{{{k}}}",
+                             self.layer.filter_shape, True, (b2, add))
+
+    def formula_text(self, index: int = 1, spatial: bool = True):
+        return self._lines(index)[0]
+
+    def formula_latex(self, index: int = 1, spatial: bool = True):
+        return self._lines(index)[1]
+
+    def formula_where(self) -> str:
+        return window_where("filter", "k", self.layer.filter_shape, self.layer.strides, self.layer.padding)
 
 
 @dataclass(frozen=True)
-class PoolStep:
-    """AvgPool: independent-offset average on both positions, for Σ and Θ."""
+class PoolStep(_Step):
+    r"""AvgPool: independent-offset average on both positions, for Σ and Θ alike (Novak et al. 2019),
+
+    .. math::
+
+        \Sigma_l(x, x')_{p,p'} = \frac{1}{|w|^2}\sum_{o,o'} \Sigma_{l-1}(x, x')_{sp+o-p_{lo},\,sp'+o'-p_{lo}}.
+    """
 
     layer: AvgPool
     role = "linear"
@@ -131,9 +242,18 @@ class PoolStep:
         out, table, k, axes = _window_table(shape, self.layer.window_shape, self.layer.strides, self.layer.padding)
         return PositionMap(out, table, k, OP_INDEPENDENT, axes)
 
-    def formula_text(self):
-        return (r"\Sigma[a,a'] \leftarrow \frac{1}{|w|^2}\sum_{o,o'} \Sigma[as+o-p,\,a's+o'-p]",
-                r"\Theta[a,a'] \leftarrow \frac{1}{|w|^2}\sum_{o,o'} \Theta[as+o-p,\,a's+o'-p]")
+    def _lines(self, index):
+        k = math.prod(self.layer.window_shape)
+        return _window_lines(index, f"1/{k}^2", rf"\frac{{1}}{{{k}^2}}", self.layer.window_shape, False, (None, None))
+
+    def formula_text(self, index: int = 1, spatial: bool = True):
+        return self._lines(index)[0]
+
+    def formula_latex(self, index: int = 1, spatial: bool = True):
+        return self._lines(index)[1]
+
+    def formula_where(self) -> str:
+        return window_where("window", "w", self.layer.window_shape, self.layer.strides, self.layer.padding)
 
 
 def _all_positions(shape):
@@ -141,56 +261,84 @@ def _all_positions(shape):
     return np.arange(P, dtype=np.int64)[None, :], float(P)
 
 
-class _ReadoutStep:
-    """A readout: a map over all positions to one number per pair (no affine part)."""
+class _ReadoutStep(_Step):
+    """A readout: a map over all positions to one number per pair (no affine part). ``_pairs``:
+    the summed position pairs (text, LaTeX) and ``_power`` the power of P in the divisor."""
 
     role = "readout"
     spatial = True
     w2 = 1.0
     b2 = 0.0
     op: int = OP_FLATTEN
+    _pairs = ("p", "p")
+    _power = 1
 
     def plan(self, shape) -> PositionMap:
         table, P = _all_positions(shape)
         axes = tuple((n, np.arange(n, dtype=np.int64)[None, :]) for n in shape)
         return PositionMap((), table, P, self.op, axes)
 
+    def _lines(self, index):
+        i, j = self._pairs
+        over = "p" if i == j else f"{i}, {j}"
+        div = "P" if self._power == 1 else f"P^{self._power}"
+        text, latex = [], []
+        for new, old in ((sigma(index), sigma(index - 1)), (theta(index), theta(index - 1))):
+            text.append(f"{entry_text(new)} = 1/{div} * sum_{{{over}}} {entry_text(old, [i, j])}")
+            latex.append(f"{entry_latex(new)} &= \\frac{{1}}{{{div}}} \\sum_{{{over}}} {entry_latex(old, [i, j])}")
+        return tuple(text), tuple(latex)
+
+    def formula_text(self, index: int = 1, spatial: bool = True):
+        return self._lines(index)[0]
+
+    def formula_latex(self, index: int = 1, spatial: bool = True):
+        return self._lines(index)[1]
+
+    def formula_where(self) -> str:
+        return "P = number of positions of the incoming state"
+
 
 @dataclass(frozen=True)
 class FlattenStep(_ReadoutStep):
-    """Flatten: the mean of the same-position entries (a same-offset sum over all positions)."""
+    r"""Flatten: the mean of the same-position entries, :math:`\frac1P\sum_p K_{p,p}` (a same-offset sum
+    over all positions; Novak et al. 2019's CNN-GP without pooling)."""
 
     layer: Flatten
     op = OP_FLATTEN
-
-    def formula_text(self):
-        return (r"\Sigma \leftarrow \frac{1}{P}\sum_p \Sigma[p,p]", r"\Theta \leftarrow \frac{1}{P}\sum_p \Theta[p,p]")
+    _pairs = ("p", "p")
+    _power = 1
 
 
 @dataclass(frozen=True)
 class GlobalAvgPoolStep(_ReadoutStep):
-    """GlobalAvgPool: the mean over all position pairs."""
+    r"""GlobalAvgPool: the mean over all position pairs, :math:`\frac1{P^2}\sum_{p,p'} K_{p,p'}`
+    (Arora et al. 2019's CNTK-GAP)."""
 
     layer: GlobalAvgPool
     op = OP_INDEPENDENT
-
-    def formula_text(self):
-        return (r"\Sigma \leftarrow \frac{1}{P^2}\sum_{p,p'} \Sigma[p,p']",
-                r"\Theta \leftarrow \frac{1}{P^2}\sum_{p,p'} \Theta[p,p']")
+    _pairs = ("p", "p'")
+    _power = 2
 
 
-_STEPS = {Conv: ConvStep, AvgPool: PoolStep, Flatten: FlattenStep, GlobalAvgPool: GlobalAvgPoolStep}
+#: The step class of each non-activation layer kind (subclasses of a kind find it by their MRO).
+_STEPS = {Dense: Affine, Conv: ConvStep, AvgPool: PoolStep, Flatten: FlattenStep, GlobalAvgPool: GlobalAvgPoolStep}
+
+
+def _step_class(layer):
+    for cls in type(layer).__mro__:
+        step = _STEPS.get(cls)
+        if step is not None:
+            return step
+    return None
 
 
 def compile_step(layer, tol: float):
     """The step of one layer (None for Identity, which compiles to nothing)."""
     if isinstance(layer, Identity):
         return None
-    if isinstance(layer, Dense):
-        return Affine(layer.w_std ** 2, layer.b_std ** 2, layer)  # finite: Dense bounds both by MAX_STD
-    step = _STEPS.get(type(layer))
+    step = _step_class(layer)
     if step is not None:
-        return step(layer)
+        return step.from_layer(layer)
     if isinstance(layer, ActivationLayer):
         from .duals import resolve_dual
 
@@ -202,9 +350,11 @@ def role_of(layer) -> str | None:
     """The architecture role of a layer (None for Identity)."""
     if isinstance(layer, Identity):
         return None
-    if isinstance(layer, Dense):
-        return "affine"
-    step = _STEPS.get(type(layer))
-    if step is not None:
-        return step.role
-    return "activation"
+    step = _step_class(layer)
+    return "activation" if step is None else step.role
+
+
+def is_trainable(layer) -> bool:
+    """True when the layer's step has trainable ``w_std`` and ``b_std`` (Dense and Conv)."""
+    step = _step_class(layer)
+    return bool(step is not None and step.trainable)

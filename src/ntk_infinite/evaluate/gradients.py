@@ -1,9 +1,10 @@
-r"""Derivatives of the NNGP and NTK Gram matrices with respect to every Dense layer's
+r"""Derivatives of the NNGP and NTK Gram matrices with respect to every Dense and Conv layer's
 ``w_std`` and ``b_std``, in forward mode through the recursion.
 
-Each Dense layer ``l`` contributes two parameters, :math:`\sigma_{w,l}` and
-:math:`\sigma_{b,l}`. The recursion of docs/DESIGN.md (Lee et al. 2018; Jacot et al. 2018;
-Lee et al. 2019) is carried together with its tangents, one per parameter p:
+Each layer ``l`` with trainable parameters (its step's ``trainable``: Dense and Conv)
+contributes two, :math:`\sigma_{w,l}` and :math:`\sigma_{b,l}`. The recursion of
+docs/DESIGN.md (Lee et al. 2018; Jacot et al. 2018; Lee et al. 2019) is carried together with
+its tangents, one per parameter p:
 
 .. math::
 
@@ -15,24 +16,26 @@ Lee et al. 2019) is carried together with its tangents, one per parameter p:
 
 with the per-point variances q and their tangents dq from the per-point recursion
 q ← V(q), dq ← V'(q) dq. The partials of each dual come from
-:mod:`ntk_infinite.compiler.duals.partials`. The work is O(P·n₁·n₂·L) for P = 2·(number of Dense
-layers); rows are processed in blocks so memory stays bounded.
+:mod:`ntk_infinite.compiler.duals.partials`. The work is O(P·n₁·n₂·L) for P = 2·(number of
+trainable layers); rows are processed in blocks so memory stays bounded. Convolutional
+architectures go through the same recursion on position-pair states
+(:mod:`ntk_infinite.evaluate.spatial_gradients`; Novak et al. 2019, Arora et al. 2019).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..compiler.duals.partials import dual_partials
-from .engine import Affine
+from ..compiler.steps import is_trainable
 from ..errors import InputError, as_input_array
 from ..kernel import CompiledKernel, compile
-from ..describe.layers import Dense
 from ..results import parse_get
 
-__all__ = ["KernelGradients", "kernel_gradients", "parameter_names", "dense_layers"]
+__all__ = ["KernelGradients", "kernel_gradients", "parameter_names", "trainable_layers", "dense_layers"]
 
 #: Elements per (P, rows, n2) tangent block (about 32 MB of float64 per array).
 _BLOCK_ELEMENTS = 1 << 22
@@ -40,7 +43,7 @@ _BLOCK_ELEMENTS = 1 << 22
 
 @dataclass(frozen=True)
 class KernelGradients:
-    """Gram matrices and their derivatives with respect to the Dense layers' parameters.
+    """Gram matrices and their derivatives with respect to the Dense and Conv layers' parameters.
 
     Attributes
     ----------
@@ -49,7 +52,7 @@ class KernelGradients:
     d_nngp, d_ntk : (P, n1, n2) ndarray or None
         ∂Σ/∂p and ∂Θ/∂p for each parameter p, in the order of ``parameters``.
     parameters : tuple of str
-        ``"layers[i].w_std"`` and ``"layers[i].b_std"`` for each Dense layer i of the
+        ``"layers[i].w_std"`` and ``"layers[i].b_std"`` for each Dense or Conv layer i of the
         architecture (its index in the architecture), in order.
     """
 
@@ -69,17 +72,34 @@ class KernelGradients:
         return arr[self.parameters.index(name)]
 
 
-def dense_layers(arch) -> list:
-    """Indices of the Dense layers of an architecture, in order."""
-    return [i for i, layer in enumerate(arch) if isinstance(layer, Dense)]
+def trainable_layers(arch) -> list:
+    """Indices of the layers with trainable w_std and b_std (Dense and Conv), in order."""
+    return [i for i, layer in enumerate(arch) if is_trainable(layer)]
+
+
+#: The former name, from when Dense was the only layer with parameters.
+dense_layers = trainable_layers
 
 
 def parameter_names(arch) -> tuple:
-    """Names of the differentiable parameters: w_std and b_std of each Dense layer."""
+    """Names of the differentiable parameters: w_std and b_std of each Dense and Conv layer."""
     names = []
-    for i in dense_layers(arch):
+    for i in trainable_layers(arch):
         names += [f"layers[{i}].w_std", f"layers[{i}].b_std"]
     return tuple(names)
+
+
+def _step_params(steps) -> list:
+    """Per step (w_std, b_std, index of ∂/∂w_std, index of ∂/∂b_std), or None without parameters.
+    Trainable steps come in the order of :func:`trainable_layers` (compile keeps the order)."""
+    out, j = [], 0
+    for step in steps:
+        if step.trainable:
+            out.append((step.w_std, step.b_std, 2 * j, 2 * j + 1))
+            j += 1
+        else:
+            out.append(None)
+    return out
 
 
 def _row_ids(X1: np.ndarray, X2: np.ndarray | None):
@@ -99,7 +119,7 @@ def _point_states(steps, partials, dense_params, q0: np.ndarray, P: int):
     states = []
     for step, part, params in zip(steps, partials, dense_params):
         states.append((q, dq))
-        if isinstance(step, Affine):
+        if params is not None:
             w, b, pw, pb = params
             dq = step.w2 * dq
             dq[pw] += 2.0 * w * q
@@ -113,14 +133,14 @@ def _point_states(steps, partials, dense_params, q0: np.ndarray, P: int):
 
 
 def kernel_gradients(kernel, X1, X2=None, *, get=("nngp", "ntk")) -> KernelGradients:
-    r"""Σ, Θ and their derivatives with respect to each Dense layer's w_std and b_std.
+    r"""Σ, Θ and their derivatives with respect to each Dense and Conv layer's w_std and b_std.
 
     Parameters
     ----------
     kernel : CompiledKernel, Architecture or str
         A compiled kernel or a description that :func:`~ntk_infinite.compile` accepts.
-    X1 : (n1, d) array_like
-    X2 : (n2, d) array_like, optional
+    X1 : (n1, d) array_like, or (n1, S₁, …, S_k, C) images for a convolutional architecture
+    X2 : (n2, d) array_like or images, optional
         Defaults to X1.
     get : {"nngp", "ntk"} or tuple of them
 
@@ -152,6 +172,8 @@ def kernel_gradients(kernel, X1, X2=None, *, get=("nngp", "ntk")) -> KernelGradi
     """
     want_nngp, want_ntk = parse_get(get)
     compiled = kernel if isinstance(kernel, CompiledKernel) else compile(kernel)
+    if compiled.spatial:
+        return _spatial_kernel_gradients(compiled, X1, X2, want_nngp, want_ntk)
     arch = compiled.architecture
     X1 = as_input_array(X1, "X1")
     symmetric = X2 is None
@@ -166,17 +188,8 @@ def kernel_gradients(kernel, X1, X2=None, *, get=("nngp", "ntk")) -> KernelGradi
     steps = compiled.program.steps
     names = parameter_names(arch)
     P = len(names)
-    dense = [arch[i] for i in dense_layers(arch)]
-    dense_params, partials, j = [], [], 0
-    for step in steps:
-        if isinstance(step, Affine):
-            layer = dense[j]
-            dense_params.append((layer.w_std, layer.b_std, 2 * j, 2 * j + 1))
-            partials.append(None)
-            j += 1
-        else:
-            dense_params.append(None)
-            partials.append(dual_partials(step))
+    dense_params = _step_params(steps)
+    partials = [dual_partials(step) if step.role == "activation" else None for step in steps]
     ids1, ids2 = _row_ids(X1, None if symmetric else X2)
     q01 = np.einsum("ij,ij->i", X1, X1) / d
     q02 = q01 if symmetric else np.einsum("ij,ij->i", Xb, Xb) / d
@@ -198,13 +211,36 @@ def kernel_gradients(kernel, X1, X2=None, *, get=("nngp", "ntk")) -> KernelGradi
             dS[:, rows] = res[1]
         if want_ntk:
             Th[rows], dTh[:, rows] = res[2], res[3]
+    return _result(S, dS, Th, dTh, names, want_nngp)
+
+
+def _result(S, dS, Th, dTh, names, want_nngp) -> KernelGradients:
     for arr in (S, dS, Th, dTh):
         if arr is not None and not np.isfinite(arr).all():  # pragma: no cover - defensive
             raise FloatingPointError(
                 "The kernel derivatives overflowed or are undefined for these inputs; check for huge inputs or "
                 "parameters (the recursion stays finite for moderate scales)."
             )
-    return KernelGradients(S if want_nngp else None, Th, dS, dTh, names)
+    return KernelGradients(S if want_nngp else None, Th, dS if want_nngp else None, dTh, names)
+
+
+def _spatial_kernel_gradients(compiled, X1, X2, want_nngp, want_ntk) -> KernelGradients:
+    """:func:`kernel_gradients` of a convolutional architecture (:mod:`.spatial_gradients`)."""
+    from .spatial_gradients import _Recursion, spatial_gradients
+
+    symmetric = X2 is None
+    X1, X2 = compiled._images(X1, X2)  # validated (n, S₁, …, S_k, C) float64 images
+    n1, C = X1.shape[0], X1.shape[-1]
+    F1 = X1.reshape(n1, -1, C)
+    F2 = F1 if symmetric else X2.reshape(X2.shape[0], -1, C)
+    plan = compiled.program.plan(X1.shape[1:-1])
+    steps = compiled.program.steps
+    names = parameter_names(compiled.architecture)
+    rec = _Recursion(steps, plan.maps, _step_params(steps), len(names))
+    ids1, ids2 = _row_ids(F1.reshape(n1, -1), None if symmetric else F2.reshape(F2.shape[0], -1))
+    p_max = max(math.prod(shape) for shape in plan.shapes)
+    S, dS, Th, dTh = spatial_gradients(rec, F1, F2, ids1, ids2, symmetric, want_ntk, p_max)
+    return _result(S, dS, Th, dTh, names, want_nngp)
 
 
 def _pair_block(X1, X2, d, id1, id2, steps, partials, dense_params, pts1, pts2, P, want_ntk):
@@ -218,7 +254,7 @@ def _pair_block(X1, X2, d, id1, id2, steps, partials, dense_params, pts1, pts2, 
     for s, step in enumerate(steps):
         q1, dq1 = pts1[s]
         q2, dq2 = pts2[s]
-        if isinstance(step, Affine):
+        if dense_params[s] is not None:
             w, b, pw, pb = dense_params[s]
             dc *= step.w2
             dc[pw] += 2.0 * w * c

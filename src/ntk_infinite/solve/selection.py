@@ -3,8 +3,8 @@ r"""Model selection for kernel regression with the NNGP or NTK.
 * :func:`loo_ridge`: closed-form leave-one-out errors of kernel ridge regression for a
   whole grid of ridges from one eigendecomposition.
 * :func:`log_marginal_likelihood`: the GP log marginal likelihood with the NNGP or NTK as
-  covariance, and its exact gradient with respect to every Dense layer's w_std and b_std
-  (forward mode through the recursion, :mod:`ntk_infinite.evaluate.gradients`) and the ridge.
+  covariance, and its exact gradient with respect to every Dense and Conv layer's w_std and
+  b_std (forward mode through the recursion, :mod:`ntk_infinite.evaluate.gradients`) and the ridge.
 * :func:`select`: the best architecture and ridge over a grid, by either criterion.
 
 The ridge λ is absolute: the regularised training matrix is K + λI.
@@ -86,6 +86,16 @@ def _warn_singular(what: str, bad: np.ndarray, s_min: float, lam_max: float):
         IllConditionedWarning,
         stacklevel=user_stacklevel(),
     )
+
+
+def _inputs(compiled: CompiledKernel, X) -> np.ndarray:
+    """X validated for ``compiled``: (n, d) rows for a dense network, (n, S₁, …, S_k, C) images
+    for a convolutional one."""
+    if compiled.spatial:
+        from ..evaluate.spatial import check_images
+
+        return check_images(X, "X", compiled.program.n_spatial)
+    return as_input_array(X, "X")
 
 
 # --------------------------------------------------------------------------- LOO
@@ -216,7 +226,7 @@ class MarginalLikelihood:
     gradient : (P + 1,) ndarray or None
         ∂/∂p for each name in ``parameters``.
     parameters : tuple of str
-        ``"layers[i].w_std"``, ``"layers[i].b_std"`` for each Dense layer, then ``"ridge"``.
+        ``"layers[i].w_std"``, ``"layers[i].b_std"`` for each Dense and Conv layer, then ``"ridge"``.
     """
 
     value: float
@@ -237,14 +247,14 @@ def log_marginal_likelihood(kernel, X, y, *, ridge: float = 1e-6, get: str = "nn
     Parameters
     ----------
     kernel : CompiledKernel, Architecture or str
-    X : (n, d) array_like
+    X : (n, d) array_like, or (n, S₁, …, S_k, C) images for a convolutional architecture
     y : (n,) or (n, k) array_like
         Each column is an independent GP sample.
     ridge : float, >= 0
         Absolute noise variance λ (covariance K + λI).
     get : {"nngp", "ntk"}
     eval_gradient : bool
-        Also return the derivatives with respect to every Dense layer's w_std and b_std
+        Also return the derivatives with respect to every Dense and Conv layer's w_std and b_std
         (exact, forward mode through the recursion) and the ridge.
 
     Returns
@@ -266,7 +276,7 @@ def log_marginal_likelihood(kernel, X, y, *, ridge: float = 1e-6, get: str = "nn
         raise ParameterError(f"get must be 'nngp' or 'ntk'; got {get!r}.")
     ridge = check_param("log_marginal_likelihood", "ridge", ridge, low=0.0)
     compiled = kernel if isinstance(kernel, CompiledKernel) else compile(kernel)
-    X = as_input_array(X, "X")
+    X = _inputs(compiled, X)
     Y = _targets(y, X.shape[0])
     n, k = Y.shape
     if eval_gradient:
@@ -388,7 +398,7 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
 
     Parameters
     ----------
-    X : (n, d) array_like
+    X : (n, d) array_like, or (n, S₁, …, S_k, C) images for a convolutional architecture
     y : (n,) or (n, k) array_like
         Targets; class labels when ``task="classification"`` (one-hot encoded inside).
     archs : sequence of Architecture or str
@@ -423,10 +433,11 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
         raise ParameterError(f"get must be 'ntk' or 'nngp'; got {get!r}.")
     if task not in _TASKS:
         raise ParameterError(f"task must be 'regression' or 'classification'; got {task!r}.")
-    X = as_input_array(X, "X")
     archs = list(archs) if not isinstance(archs, (str, CompiledKernel)) and not hasattr(archs, "layers") else [archs]
     if not archs:
         raise ParameterError("archs is empty; pass at least one architecture (e.g. nk.solve.selection.relu_architectures()).")
+    kernels = [arch if isinstance(arch, CompiledKernel) else compile(arch) for arch in archs]
+    X = _inputs(kernels[0], X)  # rows or images, as the (first) architecture needs
     if task == "classification":
         labels = np.asarray(y).ravel()
         if labels.shape[0] != X.shape[0]:
@@ -438,9 +449,8 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
         codes = None
     grid = None if ridges is None else _ridges(ridges)
     records, best = [], None
-    for arch in archs:
-        compiled = arch if isinstance(arch, CompiledKernel) else compile(arch)
-        K = getattr(compiled(X, get=get), get)
+    for compiled in kernels:
+        K = getattr(compiled(_inputs(compiled, X), get=get), get)
         lam = grid if grid is not None else float(np.mean(np.diag(K))) * 10.0 ** np.arange(-8.0, 1.01, 0.5)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", IllConditionedWarning)

@@ -109,6 +109,31 @@ class Dual(abc.ABC, metaclass=_FrozenAfterInit):
     #: in the variances, and the engine may pass variances in units of a power of 4, see
     #: :func:`ntk_infinite.evaluate.engine.point_pass`); None when the dual needs the actual variances.
     homogeneous_degree: int | None = None
+    #: The architecture role (see :mod:`ntk_infinite.compiler.steps`); an activation has no
+    #: trainable w_std/b_std.
+    role = "activation"
+    trainable = False
+
+    # The formula contract of every step (:class:`ntk_infinite.compiler.steps._Step`): an
+    # activation acts entry by entry with the variances of the two points of each pair.
+    def formula_eqs(self, index: int = 1, spatial: bool = False):
+        """(Σ, Θ) of the layer ``index`` as sympy equations, with T and Ṫ substituted."""
+        from ..notation import activation_eqs
+
+        return activation_eqs(self, index, spatial)
+
+    def formula_text(self, index: int = 1, spatial: bool = False):
+        from ..notation import eq_text
+
+        return tuple(eq_text(eq) for eq in self.formula_eqs(index, spatial))
+
+    def formula_latex(self, index: int = 1, spatial: bool = False):
+        from ..notation import eq_latex
+
+        return tuple(eq_latex(eq) for eq in self.formula_eqs(index, spatial))
+
+    def formula_where(self) -> str:
+        return ""
 
     def __setattr__(self, name, value):
         if getattr(self, "_frozen", False):
