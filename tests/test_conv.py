@@ -253,3 +253,18 @@ def test_explain_names_the_layout_the_reason_and_the_positions():
     assert "Layout: diagonal" in flat.explain() and "input_shape" in flat.explain()
     assert "(8, 8) → (6, 6), 9 offsets; 64 entries" in flat.explain((8, 8, 1))
     assert "Layout: dense" in nk.compile("Dense > ReLU > Dense").explain()
+
+
+def test_repeated_images_get_the_exact_self_entries():
+    """Rows that repeat an image: their pair is the image with itself, which the point pass
+    knows exactly (ρ = 1 at equal positions); the pooled pair sums are only within rounding of
+    it, amplified by the ReLU after pooling."""
+    layers, _, shape = CASES["2d-pool-gap-dense"]
+    kernel = nk.compile(nk.serial(*layers))
+    a, b = _images(shape, 2, 3)
+    diag = kernel.diag(np.stack([a]))
+    k = kernel(np.stack([a, b, a]))
+    assert k.ntk[0, 2] == k.ntk[2, 0] == k.ntk[0, 0] == diag.ntk[0]
+    assert k.nngp[0, 2] == k.nngp[0, 0] == diag.nngp[0]
+    k12 = kernel(np.stack([a, a, b]), np.stack([b, a]))
+    assert k12.ntk[0, 1] == k12.ntk[1, 1] == diag.ntk[0]

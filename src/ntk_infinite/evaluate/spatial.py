@@ -259,17 +259,10 @@ class SpatialProgram:
 
         if len(tiles):
             run_tile_chunks(run, tiles, max(1, min(numba.get_num_threads(), len(tiles))), progress, per_thread=4)
-        if not symmetric:
-            _fill_identical(out_s, out_t, F1, F2, pts, n1)
-        if symmetric:
-            # Each image with itself: the point pass knows ρ = 1 at equal positions exactly, where
-            # the pair pass re-derives it from pooled sums (off by rounding, which an activation
-            # after pooling would amplify to ~1e-8 in Ṫ).
-            idx = np.arange(n1)
-            if want_nngp:
-                out_s[idx, idx] = pts["q"][-1][:, 0]
-            if want_ntk:
-                out_t[idx, idx] = pts["td"][-1][:, 0]
+        # Identical images (each image with itself, and repeated images): the point pass knows
+        # ρ = 1 at equal positions exactly, where the pair pass re-derives it from pooled sums
+        # (off by rounding, which an activation after pooling would amplify to ~1e-9 in Ṫ).
+        _fill_identical(out_s, out_t, F1, F1 if symmetric else F2, pts)
         return out_s, out_t, pts
 
     def diag(self, X, want_ntk=True):
@@ -331,17 +324,19 @@ def _axis_arrays(maps, shapes, D):
     return AXM, AXT, AXR, AXN, GRID
 
 
-def _fill_identical(out_s, out_t, F1, F2, pts, n1):
-    """Entries of an image of X1 with the identical image of X2 from the point pass (exact,
-    as on the diagonal of K(X)), so K(X, X) equals K(X)."""
-    rows = {F1[i].tobytes(): i for i in range(F1.shape[0])}
+def _fill_identical(out_s, out_t, F1, F2, pts):
+    """Every entry of an image of X1 with an identical image of X2 from the point pass (exact,
+    as on the diagonal of K(X)), so K(X, X) equals K(X) and repeated images agree exactly."""
+    rows = {}
+    for i in range(F1.shape[0]):
+        rows.setdefault(F1[i].tobytes(), []).append(i)
+    q, td = pts["q"][-1][:, 0], pts["td"][-1][:, 0]
     for j in range(F2.shape[0]):
-        i = rows.get(F2[j].tobytes())
-        if i is not None:
+        for i in rows.get(F2[j].tobytes(), ()):
             if out_s is not None:
-                out_s[i, j] = pts["q"][-1][i, 0]
+                out_s[i, j] = q[i]
             if out_t is not None:
-                out_t[i, j] = pts["td"][-1][i, 0]
+                out_t[i, j] = td[i]
 
 
 def _conv_vector(v, m):
