@@ -27,7 +27,7 @@ import numpy as np
 
 from ..compiler.duals.partials import dual_partials
 from .engine import Affine
-from ..errors import InputError, as_input_array
+from ..errors import ArchitectureError, InputError, as_input_array
 from ..kernel import CompiledKernel, compile
 from ..describe.layers import Dense
 from ..results import parse_get
@@ -152,6 +152,13 @@ def kernel_gradients(kernel, X1, X2=None, *, get=("nngp", "ntk")) -> KernelGradi
     """
     want_nngp, want_ntk = parse_get(get)
     compiled = kernel if isinstance(kernel, CompiledKernel) else compile(kernel)
+    if compiled.spatial:
+        # The tangent recursion below carries one number per pair (the dense layout).
+        raise ArchitectureError(
+            f"kernel_gradients differentiates the dense recursion; {compiled!r} is convolutional, and derivatives "
+            "through Conv layers are not available yet. Compare hyperparameters on a grid instead (nk.select with "
+            "criterion='loo' or 'ml')."
+        )
     arch = compiled.architecture
     X1 = as_input_array(X1, "X1")
     symmetric = X2 is None

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg import lapack
 
-from ..errors import IllConditionedWarning, InputError, ParameterError, as_input_array, check_param
+from ..errors import ArchitectureError, IllConditionedWarning, InputError, ParameterError, check_param
 from ..kernel import CompiledKernel, compile
 from ..describe.layers import Dense, ReLU, serial
 from .predict import COND_TARGET, COND_WARN, NULL_N_FACTOR, SingularKernelError, gd_mse, user_stacklevel
@@ -237,7 +237,7 @@ def log_marginal_likelihood(kernel, X, y, *, ridge: float = 1e-6, get: str = "nn
     Parameters
     ----------
     kernel : CompiledKernel, Architecture or str
-    X : (n, d) array_like
+    X : (n, d) array_like, or (n, S₁, …, S_k, C) images for a convolutional kernel
     y : (n,) or (n, k) array_like
         Each column is an independent GP sample.
     ridge : float, >= 0
@@ -245,7 +245,9 @@ def log_marginal_likelihood(kernel, X, y, *, ridge: float = 1e-6, get: str = "nn
     get : {"nngp", "ntk"}
     eval_gradient : bool
         Also return the derivatives with respect to every Dense layer's w_std and b_std
-        (exact, forward mode through the recursion) and the ridge.
+        (exact, forward mode through the recursion) and the ridge. Dense architectures only:
+        for a convolutional one this raises :class:`~ntk_infinite.errors.ArchitectureError`
+        (the value itself, and :func:`log_marginal_likelihood_path` over ridges, work).
 
     Returns
     -------
@@ -266,10 +268,11 @@ def log_marginal_likelihood(kernel, X, y, *, ridge: float = 1e-6, get: str = "nn
         raise ParameterError(f"get must be 'nngp' or 'ntk'; got {get!r}.")
     ridge = check_param("log_marginal_likelihood", "ridge", ridge, low=0.0)
     compiled = kernel if isinstance(kernel, CompiledKernel) else compile(kernel)
-    X = as_input_array(X, "X")
+    X = compiled.check_inputs(X, "X")
     Y = _targets(y, X.shape[0])
     n, k = Y.shape
     if eval_gradient:
+        _check_differentiable(compiled)
         from ..evaluate.gradients import kernel_gradients
 
         g = kernel_gradients(compiled, X, get=get)
@@ -388,11 +391,12 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
 
     Parameters
     ----------
-    X : (n, d) array_like
+    X : (n, d) array_like, or (n, S₁, …, S_k, C) images when the candidates are convolutional
     y : (n,) or (n, k) array_like
         Targets; class labels when ``task="classification"`` (one-hot encoded inside).
     archs : sequence of Architecture or str
-        Candidates, e.g. :func:`relu_architectures` (depths, scales).
+        Candidates, e.g. :func:`relu_architectures` (depths, scales). They all read the same
+        ``X``: all dense, or all convolutional with the same number of spatial axes.
     ridges : sequence of float, optional
         Absolute ridges. Default: for each architecture, ``mean(diag K)·10^k`` for
         k = −8, −7.5, …, 1 (the reported ridge is absolute).
@@ -423,10 +427,11 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
         raise ParameterError(f"get must be 'ntk' or 'nngp'; got {get!r}.")
     if task not in _TASKS:
         raise ParameterError(f"task must be 'regression' or 'classification'; got {task!r}.")
-    X = as_input_array(X, "X")
     archs = list(archs) if not isinstance(archs, (str, CompiledKernel)) and not hasattr(archs, "layers") else [archs]
     if not archs:
         raise ParameterError("archs is empty; pass at least one architecture (e.g. nk.solve.selection.relu_architectures()).")
+    compiled_archs = [arch if isinstance(arch, CompiledKernel) else compile(arch) for arch in archs]
+    X = _common_inputs(compiled_archs, X)
     if task == "classification":
         labels = np.asarray(y).ravel()
         if labels.shape[0] != X.shape[0]:
@@ -438,8 +443,7 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
         codes = None
     grid = None if ridges is None else _ridges(ridges)
     records, best = [], None
-    for arch in archs:
-        compiled = arch if isinstance(arch, CompiledKernel) else compile(arch)
+    for compiled in compiled_archs:
         K = getattr(compiled(X, get=get), get)
         lam = grid if grid is not None else float(np.mean(np.diag(K))) * 10.0 ** np.arange(-8.0, 1.01, 0.5)
         with warnings.catch_warnings():
@@ -464,6 +468,38 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
             "mean(diag K)·1e-6 and above)."
         )
     return Selection(best[0], best[1], best[2], criterion, get, task, tuple(records))
+
+
+def _common_inputs(kernels, X) -> np.ndarray:
+    """``X`` checked by every candidate kernel; candidates that read different kinds of input
+    (rows vs images, or images with different numbers of axes) cannot share one ``X``."""
+    kinds = {(k.spatial, k.program.n_spatial if k.spatial else 0) for k in kernels}
+    if len(kinds) > 1:
+        shown = ", ".join(f"{i}: {_describe_inputs(k)}" for i, k in enumerate(kernels))
+        raise ArchitectureError(
+            f"The candidate architectures read different inputs ({shown}), but select() evaluates every candidate on "
+            "one X. Run select() once per kind of input, e.g. once with the convolutional candidates on the images "
+            "and once with the dense ones on X.reshape(len(X), -1), and compare their scores."
+        )
+    return kernels[0].check_inputs(X, "X")
+
+
+def _describe_inputs(kernel) -> str:
+    if not kernel.spatial:
+        return "dense, (n, d) rows"
+    k = kernel.program.n_spatial
+    return f"{k}-D convolutional, (n, {', '.join(f'S{i + 1}' for i in range(k))}, C) images"
+
+
+def _check_differentiable(kernel) -> None:
+    """Marginal-likelihood gradients exist for dense architectures only (so far)."""
+    if kernel.spatial:
+        raise ArchitectureError(
+            f"log_marginal_likelihood(eval_gradient=True) differentiates with respect to the Dense layers' w_std and "
+            f"b_std through a dense recursion; {kernel!r} is convolutional, and gradients through Conv layers are not "
+            "available yet. Pass eval_gradient=False for the value, or choose hyperparameters without gradients: "
+            "nk.select(X, y, candidates, criterion='loo' or 'ml') over a grid of architectures and ridges."
+        )
 
 
 def _textual(arch) -> bool:
