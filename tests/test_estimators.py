@@ -126,6 +126,10 @@ def test_real_data_report_quick_mode(tmp_path):
     for name in real_data.QUICK.datasets:
         assert f"| {name} (" in text
     assert "**Verdict.**" in text and "nan" not in text.lower()
+    assert "## Digits as 8×8 images: convolutional kernels" in text
+    for method in ("| CNTK (GAP) |", "| CNN-GP (Flatten) |", "| MLP NTK |", "| RBF SVM |"):
+        assert method in text
+    assert "| GlobalAvgPool | full | 1 |" in text and "| Flatten | diagonal | 1 |" in text
 
 
 # ------------------------------------------------------------------------- images
