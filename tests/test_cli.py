@@ -129,3 +129,70 @@ def test_demo_runs():
     assert re.search(r"^compile \(validate \+ resolve duals\): [\d.]+ ms$", proc.stdout, re.M), proc.stdout
     assert re.search(r"^first call \(build or load the jitted engine, then evaluate\): [\d.]+s$", proc.stdout, re.M)
     assert re.search(r"^second call \(evaluate only\): [\d.]+ ms for a 569x569 NNGP \+ NTK$", proc.stdout, re.M)
+
+
+# ------------------------------------------------------------------ images
+CNN = "Conv(filter_shape=(2, 2), padding='SAME', w_std=1.4, b_std=0.1) > ReLU > GlobalAvgPool > Dense(1.2, 0.1)"
+CNN_NAIVE = [("conv", (2, 2), (1, 1), "SAME", 1.4, 0.1), ("relu",), ("gap",), ("dense", 1.2, 0.1)]
+CNN_1D = "Conv(filter_shape=(3,), w_std=1.5, b_std=0.1) > ReLU > Flatten > Dense(1.1)"
+CNN_1D_NAIVE = [("conv", (3,), (1,), "VALID", 1.5, 0.1), ("relu",), ("flatten",), ("dense", 1.1, 0.0)]
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(2)
+    X1, X2, S = rng.normal(size=(5, 4, 3, 2)), rng.normal(size=(3, 4, 3, 2)), rng.normal(size=(4, 6, 2))
+    np.save(tmp_path / "x1.npy", X1)
+    np.save(tmp_path / "x2.npy", X2)
+    np.save(tmp_path / "seq.npy", S)
+    np.savetxt(tmp_path / "rows.csv", X1.reshape(5, -1), delimiter=",")  # C order, channels last
+    return tmp_path, X1, X2, S
+
+
+def test_gram_reads_image_arrays_and_reshaped_rows(images, capsys):
+    from naive import naive_spatial_kernels
+    from tolerances import NAIVE_RTOL
+
+    tmp, X1, X2, S = images
+    out = tmp / "k.npz"
+    assert main(["gram", CNN, str(tmp / "x1.npy"), "--x2", str(tmp / "x2.npy"), "-o", str(out)]) == 0
+    assert "wrote nngp, ntk (5, 3)" in capsys.readouterr().out
+    nngp, ntk = naive_spatial_kernels(CNN_NAIVE, X1, X2)
+    np.testing.assert_allclose(np.load(out)["nngp"], nngp, rtol=NAIVE_RTOL, atol=NAIVE_RTOL * np.abs(nngp).max())
+    np.testing.assert_allclose(np.load(out)["ntk"], ntk, rtol=NAIVE_RTOL, atol=NAIVE_RTOL * np.abs(ntk).max())
+    # flat rows (here a CSV) become the same images with --input-shape H,W,C
+    assert main(["gram", CNN, str(tmp / "rows.csv"), "--input-shape", "4,3,2", "-o", str(out), "-q"]) == 0
+    nngp, ntk = naive_spatial_kernels(CNN_NAIVE, X1)
+    np.testing.assert_allclose(np.load(out)["ntk"], ntk, rtol=NAIVE_RTOL, atol=NAIVE_RTOL * np.abs(ntk).max())
+    assert main(["gram", CNN_1D, str(tmp / "seq.npy"), "--get", "nngp", "-o", str(out), "-q"]) == 0
+    nngp, _ = naive_spatial_kernels(CNN_1D_NAIVE, S)
+    np.testing.assert_allclose(np.load(out)["nngp"], nngp, rtol=NAIVE_RTOL, atol=NAIVE_RTOL * np.abs(nngp).max())
+
+
+@pytest.mark.parametrize("arch, args, message", [
+    (CNN, ["rows.csv"], r"rows\.csv holds a 2-D array, samples of shape \(24,\), but .* is a 2-D convolutional architecture and "
+                        r"reads 4-D images \(n, H, W, C\), channels last: pass --input-shape H,W,C \(the shape of one "
+                        r"image, e\.g\. 8,8,1\) to reshape each row"),
+    (CNN, ["seq.npy"], r"seq\.npy holds a 3-D array, samples of shape \(6, 2\), but .* reads 4-D images \(n, H, W, C\), "
+                       r"channels last: save the images as a 4-D \.npy \(np\.save\(path, images\)\), or describe a 1-D "
+                       r"convolutional architecture \(filter_shape with 1 entries\)"),
+    (CNN, ["x1.npy", "--x2", "seq.npy"], r"seq\.npy holds a 3-D array"),
+    (CNN_1D, ["x1.npy"], r"x1\.npy holds a 4-D array, samples of shape \(4, 3, 2\), but .* is a 1-D convolutional architecture "
+                         r"and reads 3-D images \(n, L, C\)"),
+    (ARCH, ["x1.npy"], r"x1\.npy holds a 4-D array, samples of shape \(4, 3, 2\), but .* is dense and reads one sample per row, "
+                       r"\(n, d\)\. Save the samples flattened, np\.save\(path, X\.reshape\(len\(X\), -1\)\)"),
+    (ARCH, ["rows.csv", "--input-shape", "4,3,2"], r"--input-shape reshapes rows into images for a convolutional "
+                                                   r"architecture, but .* is dense"),
+    (CNN, ["rows.csv", "--input-shape", "4,3,1"], r"--input-shape 4,3,1 must give 2 spatial sizes and the channels of "
+                                                  r"one image .* holds rows of 24 values"),
+    (CNN, ["rows.csv", "--input-shape", "4x3x2"], r"--input-shape expects the shape of one image as comma-separated "
+                                                  r"positive whole numbers, spatial sizes then channels, such as 8,8,1; "
+                                                  r"got '4x3x2'"),
+])
+def test_gram_rank_mismatch_names_the_fix(images, capsys, arch, args, message):
+    tmp = images[0]
+    argv = ["gram", arch, str(tmp / args[0]), *[str(tmp / a) if a.endswith((".npy", ".csv")) else a for a in args[1:]]]
+    assert main(argv + ["-o", str(tmp / "k.npz"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not (tmp / "k.npz").exists()

@@ -126,3 +126,79 @@ def test_real_data_report_quick_mode(tmp_path):
     for name in real_data.QUICK.datasets:
         assert f"| {name} (" in text
     assert "**Verdict.**" in text and "nan" not in text.lower()
+    assert "## Digits as 8×8 images: convolutional kernels" in text
+    for method in ("| CNTK (GAP) |", "| CNN-GP (Flatten) |", "| MLP NTK |", "| RBF SVM |"):
+        assert method in text
+    assert "| GlobalAvgPool | full | 1 |" in text and "| Flatten | diagonal | 1 |" in text
+
+
+# ------------------------------------------------------------------------- images
+CNN = "Conv(filter_shape=(2, 2), padding='SAME', w_std=1.4, b_std=0.1) > ReLU > GlobalAvgPool > Dense(1.2, 0.1)"
+IMAGE = (4, 3, 2)  # H, W, C: unequal sizes and two channels, so a wrong reshape order changes the kernel
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((24,) + IMAGE)
+    y = X[:, :2, :, 0].mean(axis=(1, 2)) - X[:, 2:, :, 1].mean(axis=(1, 2))
+    return X, y
+
+
+def test_image_estimators_equal_the_predictor_on_reshaped_images(images):
+    """Rows (n, H·W·C) with input_shape give the predictor of nk.predict on the images (n, H, W, C)."""
+    X, y = images
+    rows = X.reshape(len(X), -1)  # C order: what X.reshape(len(X), -1) of NHWC images gives
+    tr, te = slice(0, 18), slice(18, None)
+    for kernel, t, ridge in (("ntk", np.inf, 1e-3), ("nngp", 3.0, 0.1)):
+        model = nk.KernelRegressor(CNN, kernel=kernel, t=t, ridge=ridge, input_shape=IMAGE).fit(rows[tr], y[tr])
+        ref = nk.predict.gd_mse(CNN, X[tr], y[tr], ridge=ridge).predict(X[te], t=t, get=kernel).mean
+        assert_allclose(model.predict(rows[te]), ref, rtol=SAME_RTOL, atol=SAME_ATOL)
+        assert model.n_features_in_ == 24 and model.input_shape_ == IMAGE
+        # without input_shape the estimator takes the images themselves
+        direct = nk.KernelRegressor(CNN, kernel=kernel, t=t, ridge=ridge).fit(X[tr], y[tr])
+        assert_allclose(direct.predict(X[te]), ref, rtol=SAME_RTOL, atol=SAME_ATOL)
+    labels = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
+    clf = nk.KernelClassifier(CNN, ridge=1e-3, input_shape=list(IMAGE)).fit(rows[tr], labels[tr])
+    out = nk.predict.gd_mse(CNN, X[tr], np.eye(3)[labels[tr]], ridge=1e-3).predict(X[te]).mean
+    assert_allclose(clf.decision_function(rows[te]), out, rtol=SAME_RTOL, atol=SAME_ATOL)
+    assert np.array_equal(clf.predict(rows[te]), np.argmax(out, axis=1))
+
+
+def test_image_estimator_clone_and_grid_search(images):
+    X, y = images
+    rows = X.reshape(len(X), -1)
+    est = nk.KernelRegressor(CNN, ridge=0.1, input_shape=IMAGE)
+    assert est.get_params()["input_shape"] == IMAGE and clone(est).input_shape == IMAGE
+    search = GridSearchCV(est, {"ridge": [1e-3, 1e-1]}, cv=3).fit(rows, y)
+    assert search.best_estimator_.input_shape == IMAGE
+    ridge = search.best_params_["ridge"]
+    ref = nk.predict.gd_mse(CNN, X, y, ridge=ridge).predict(X[:4]).mean
+    assert_allclose(search.predict(rows[:4]), ref, rtol=SAME_RTOL, atol=SAME_ATOL)
+    again = pickle.loads(pickle.dumps(search.best_estimator_))
+    assert_allclose(again.predict(rows[:4]), ref, rtol=SAME_RTOL, atol=SAME_ATOL)
+
+
+def test_image_estimator_error_messages(images):
+    X, y = images
+    rows = X.reshape(len(X), -1)
+    with pytest.raises(nk.InputError, match=r"KernelRegressor got X with 2 dimensions \(shape \(24, 24\)\), but .* is a "
+                                            r"2-D convolutional architecture .* set input_shape to the shape of one image"):
+        nk.KernelRegressor(CNN).fit(rows, y)
+    with pytest.raises(nk.InputError, match=r"KernelClassifier with input_shape=\(4, 3, 2\) reshapes rows of 24 values "
+                                            r"\(4 x 3 x 2, channels last\) into images, but X has 23 columns"):
+        nk.KernelClassifier(CNN, input_shape=IMAGE).fit(rows[:, :23], y > 0)
+    with pytest.raises(nk.InputError, match=r"input_shape=\(4, 3, 2\) .* but X has an array of shape \(24, 4, 3, 2\)"):
+        nk.KernelRegressor(CNN, input_shape=IMAGE).fit(X, y)
+    with pytest.raises(nk.ParameterError, match=r"The 'input_shape' parameter of KernelRegressor reshapes flat rows into "
+                                                r"images for a convolutional architecture, but .* is dense .* Got "
+                                                r"input_shape=\(4, 3, 2\); pass input_shape=None"):
+        nk.KernelRegressor(DEPTH2, input_shape=IMAGE).fit(rows, y)
+    for bad in ((4, 6), (4, 3, 0), (4.0, 3, 2), "4,3,2"):
+        with pytest.raises(nk.ParameterError, match=r"The 'input_shape' parameter of KernelRegressor must be None or the "
+                                                    r"shape of one input of this 2-D convolutional architecture, 2 spatial "
+                                                    r"sizes then the channels: \(H, W, C\), e.g\. \(8, 8, 1\)\. Got"):
+            nk.KernelRegressor(CNN, input_shape=bad).fit(rows, y)
+    model = nk.KernelRegressor(CNN, ridge=0.1, input_shape=IMAGE).fit(rows, y)
+    with pytest.raises(ValueError, match="X has 23 features, but KernelRegressor is expecting 24 features"):
+        model.predict(rows[:, :23])

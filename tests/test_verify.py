@@ -209,3 +209,88 @@ def test_kernel_convergence_rejects_a_zero_kernel():
     X = np.zeros((3, 2))
     with pytest.raises(nk.InputError, match=r"analytic NNGP on X must be a finite, non-zero \(3, 3\) matrix"):
         verify.kernel_convergence("Dense(1.0, 0.0) > ReLU > Dense(1.0, 0.0)", X, widths=(8, 16), samples=2)
+
+
+# ------------------------------------------------------------------ images
+CNN_1D = "Conv(filter_shape=(3,), padding='SAME', w_std=1.5, b_std=0.1) > ReLU > GlobalAvgPool > Dense(1.2, 0.1)"
+CNN_2D = "Conv(filter_shape=(3, 3), padding='SAME', w_std=1.4, b_std=0.1) > ReLU > GlobalAvgPool > Dense(1.4, 0.1)"
+IMAGE_FAST = ["--widths", "32,128,512", "--samples", "8", "--skip-training", "-q", "-o", ""]
+
+
+@pytest.fixture
+def image_files(tmp_path):
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((14, 6, 2))
+    np.save(tmp_path / "seq.npy", X)
+    np.save(tmp_path / "y.npy", np.sign(X[:, :, 0].sum(axis=1)))
+    np.savetxt(tmp_path / "rows.csv", np.column_stack([X.reshape(14, -1), np.sign(X[:, 0, 0])]), delimiter=",")
+    return tmp_path, X
+
+
+def test_verify_on_an_image_file_with_labels(image_files, capsys, monkeypatch):
+    tmp, X = image_files
+    data = ["--data", str(tmp / "seq.npy"), "--labels", str(tmp / "y.npy"), "--n-train", "8", "--n-test", "4"]
+    code, out, _ = _run(capsys, ["verify", CNN_1D, *data, *IMAGE_FAST])
+    assert code == 0, out
+    assert "8 training and 4 test points, images of shape (6, 2)" in out and "(targets from" in out
+    # the report checks the analytic kernel of these images: a kernel 30% off fails
+    real = verify._analytic_kernels
+    seen = []
+
+    def wrong(kernel, XA):
+        seen.append(XA)
+        k = real(kernel, XA)
+        return Kernels(nngp=1.3 * k.nngp, ntk=1.3 * k.ntk)
+
+    monkeypatch.setattr(verify, "_analytic_kernels", wrong)
+    code, out, _ = _run(capsys, ["verify", CNN_1D, *data, *IMAGE_FAST])
+    assert code == 1 and "Overall: **FAIL**" in out
+    perm = np.random.default_rng(0).permutation(14)  # --seed 0 splits like sample_data
+    np.testing.assert_array_equal(seen[0], X[perm[:12]])
+    # rows of a table with a target column, reshaped by --input-shape, are the same images
+    monkeypatch.setattr(verify, "_analytic_kernels", real)
+    code, out, _ = _run(capsys, ["verify", CNN_1D, "--data", str(tmp / "rows.csv"), "--target", "-1", "--input-shape",
+                                 "6,2", "--n-train", "8", "--n-test", "4", *IMAGE_FAST])
+    assert code == 0 and "images of shape (6, 2)" in out
+
+
+def test_verify_builtin_digits_for_a_2d_cnn(capsys, monkeypatch):
+    seen = []
+    real = verify._analytic_kernels
+    monkeypatch.setattr(verify, "_analytic_kernels", lambda kernel, XA: seen.append(XA) or real(kernel, XA))
+    code, out, _ = _run(capsys, ["verify", CNN_2D, "--n-train", "8", "--n-test", "4", *IMAGE_FAST])
+    assert code == 0, out
+    assert "8x8 handwritten digits" in out and "images of shape (8, 8, 1)" in out
+    from sklearn.datasets import load_digits
+
+    pixels, digit = load_digits(return_X_y=True)
+    images = ((pixels - pixels.mean()) / pixels.std()).reshape(-1, 8, 8, 1)
+    perm = np.random.default_rng(0).permutation(len(digit))
+    np.testing.assert_allclose(seen[0], images[perm[:12]], rtol=ROUNDING_ATOL, atol=ROUNDING_ATOL)
+    X, y, _, _ = verify.sample_data(8, 4, seed=0, images=True)
+    np.testing.assert_array_equal(y, np.where(digit[perm[:8]] < 5, 1.0, -1.0))
+
+
+@pytest.mark.parametrize("arch, extra, message", [
+    (CNN_1D, [], r"The built-in image sample \(8x8 digits\) has 2 spatial axes, but .* is a 1-D convolutional "
+                 r"architecture; pass your own inputs with --data"),
+    (CNN_1D, ["--labels", "y.npy"], r"--labels gives the targets of the --data file; pass --data FILE with it"),
+    (CNN_1D, ["--data", "seq.npy", "--labels", "seq.npy"], r"--labels .*seq\.npy must hold one target per sample of "
+                                                           r".*seq\.npy, 14 values; got an array of shape \(14, 6, 2\)"),
+    (CNN_1D, ["--data", "seq.npy", "--labels", "y.npy", "--target", "0"], r"Pass either --target .* or --labels"),
+    (CNN_1D, ["--data", "seq.npy"], r"seq\.npy holds a 3-D array of shape \(14, 6, 2\) \(images\?\), which has no "
+                                    r"target column; pass the targets in a file of their own with --labels FILE"),
+    (ARCH, ["--data", "seq.npy", "--labels", "y.npy"], r"seq\.npy holds a 3-D array, samples of shape \(6, 2\), but .* is "
+                                                       r"dense and reads one sample per row"),
+    (CNN_2D, ["--data", "rows.csv", "--target", "-1"], r"rows\.csv holds a 2-D array, samples of shape \(12,\), but .* reads "
+                                                       r"4-D images .* pass --input-shape H,W,C"),
+])
+def test_verify_image_data_errors(image_files, capsys, monkeypatch, arch, extra, message):
+    import re
+
+    tmp, _ = image_files
+    monkeypatch.setattr(verify, "kernel_convergence", lambda *a, **k: pytest.fail("ran before the data were checked"))
+    extra = [str(tmp / a) if a.endswith((".npy", ".csv")) else a for a in extra]
+    code, _, err = _run(capsys, ["verify", arch, *extra, "--n-train", "8", "--n-test", "4", *IMAGE_FAST])
+    assert code == 2
+    assert re.search(message, err), err

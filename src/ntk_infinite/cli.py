@@ -3,7 +3,9 @@
 Subcommands are contributed by modules listed in :data:`COMMAND_MODULES`; each defines
 ``register(subparsers)`` that adds its parser and sets ``func(args) -> int``. Core commands:
 
-* ``gram ARCH X.npy|X.csv [--x2 FILE] [--get nngp,ntk] -o OUT.npz``: Gram matrices to .npz.
+* ``gram ARCH X.npy|X.csv [--x2 FILE] [--get nngp,ntk] [--input-shape H,W,C] -o OUT.npz``: Gram
+  matrices to .npz. Dense architectures read one sample per row; convolutional ones read
+  images, a 3-D (n, L, C) or 4-D (n, H, W, C) .npy, or rows reshaped by ``--input-shape``.
 * ``demo``: compile a default architecture and evaluate it on the shipped breast-cancer data.
 * ``cache [--info | --clear]``: where the on-disk cache is and how big, or delete it.
 
@@ -22,7 +24,7 @@ import time
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, ParameterError
 
 #: Modules that add subcommands (missing optional ones are skipped).
 COMMAND_MODULES = (
@@ -114,8 +116,70 @@ def read_table(path: str) -> tuple[np.ndarray, list[str] | None]:
 
 
 def load_matrix(path: str) -> np.ndarray:
-    """Read a 2-D array from .npy or .csv (comma-separated, optional header line)."""
+    """Read an array from .npy (any rank) or .csv (2-D, comma-separated, optional header line)."""
     return read_table(path)[0]
+
+
+def parse_shape(text: str | None, flag: str = "--input-shape") -> tuple | None:
+    """``"8,8,1"`` -> ``(8, 8, 1)``; None stays None. Raises :class:`ParameterError` otherwise."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(v <= 0 for v in shape):
+        raise ParameterError(
+            f"{flag} expects the shape of one image as comma-separated positive whole numbers, spatial sizes then "
+            f"channels, such as 8,8,1; got {text!r}."
+        )
+    return shape
+
+
+def as_kernel_inputs(kernel, X: np.ndarray, source: str, input_shape: tuple | None = None) -> np.ndarray:
+    """``X`` read from ``source`` in the rank ``kernel`` takes, or an :class:`InputError` naming the
+    command-line fix: rows for dense architectures; images (n, S₁, …, S_k, C) for convolutional
+    ones, reshaped from rows (C order, channels last) when ``input_shape`` is given."""
+    X = np.asarray(X)
+    if not kernel.spatial:
+        if input_shape is not None:
+            raise InputError(
+                f"--input-shape reshapes rows into images for a convolutional architecture, but {kernel!r} is dense "
+                "and reads one sample per row. Drop --input-shape, or describe a convolutional architecture."
+            )
+        if X.ndim > 2:
+            raise InputError(
+                f"{source} holds a {X.ndim}-D array, samples of shape {X.shape[1:]}, but {kernel!r} is dense and reads "
+                "one sample per row, (n, d). Save the samples flattened, np.save(path, X.reshape(len(X), -1)), or describe a "
+                "convolutional architecture (Conv ... > Flatten or GlobalAvgPool > Dense) to use their spatial axes."
+            )
+        return X
+    k = kernel.program.n_spatial
+    layout = {1: "(n, L, C)", 2: "(n, H, W, C)"}.get(k, f"(n, S1, ..., S{k}, C)")
+    example = {1: "16,1", 2: "8,8,1"}.get(k, ",".join(["4"] * k + ["1"]))
+    if input_shape is not None:
+        size = int(np.prod(input_shape))
+        if len(input_shape) != k + 1 or X.ndim != 2 or X.shape[1] != size:
+            got = f"rows of {X.shape[1]} values" if X.ndim == 2 else f"a {X.ndim}-D array, samples of shape {X.shape[1:]}"
+            raise InputError(
+                f"--input-shape {','.join(map(str, input_shape))} must give {k} spatial sizes and the channels of one "
+                f"image of this {k}-D convolutional architecture, whose product is the number of values per row of "
+                f"{source}; {source} holds {got}. Pass e.g. --input-shape {example}, or save the images themselves "
+                f"as a {k + 2}-D .npy {layout}."
+            )
+        return X.reshape((X.shape[0],) + tuple(input_shape))
+    if X.ndim != k + 2:
+        other = (f", or describe a {X.ndim - 2}-D convolutional architecture (filter_shape with {X.ndim - 2} entries)"
+                 if X.ndim > 2 else "")
+        names = {1: "L,C", 2: "H,W,C"}.get(k, ",".join([f"S{i + 1}" for i in range(k)] + ["C"]))
+        fix = (f"pass --input-shape {names} (the shape of one image, e.g. {example}) to reshape each row, or save "
+               "the images" if X.ndim == 2 else "save the images")
+        raise InputError(
+            f"{source} holds a {X.ndim}-D array, samples of shape {X.shape[1:]}, but {kernel!r} is a {k}-D "
+            f"convolutional architecture and reads {k + 2}-D images {layout}, channels last: {fix} as a {k + 2}-D .npy "
+            f"(np.save(path, images)){other}."
+        )
+    return X
 
 
 def _is_numeric_row(line: str) -> bool:
@@ -135,9 +199,12 @@ def _cmd_gram(args) -> int:
         check_input_file(args.x2, "--x2 file")
     # np.savez appends .npz to a name without it; append it here so that the path reported is the one written.
     output = check_output_path(args.output, ".npz")
+    input_shape = parse_shape(args.input_shape)
     X1 = load_matrix(args.x)
     X2 = load_matrix(args.x2) if args.x2 else None
-    kernel = nk.compile(args.arch)
+    kernel = nk.compile(args.arch)  # validation only: the engine is built by the first call
+    X1 = as_kernel_inputs(kernel, X1, args.x, input_shape)
+    X2 = None if X2 is None else as_kernel_inputs(kernel, X2, args.x2, input_shape)
     get = tuple(g.strip() for g in args.get.split(","))
     t0 = time.perf_counter()
     k = kernel(X1, X2, get=get, progress=ProgressBar("gram") if not args.quiet else None)
@@ -191,8 +258,12 @@ def _cmd_demo(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("gram", help="NNGP/NTK Gram matrices of data files, written to .npz")
     p.add_argument("arch", help="architecture in text form, e.g. 'Dense(1.5,0.1) > ReLU > Dense(1.5,0.1)'")
-    p.add_argument("x", help="inputs X1 (.npy or .csv, one sample per row)")
+    p.add_argument("x", help="inputs X1: .npy or .csv, one sample per row; for a convolutional architecture a 3-D "
+                   "(n, L, C) or 4-D (n, H, W, C) .npy of images, or rows with --input-shape")
     p.add_argument("--x2", help="second inputs X2 (default: X1, symmetric)")
+    p.add_argument("--input-shape", default=None, metavar="H,W,C",
+                   help="convolutional architectures: reshape each row of X1 (and X2) into an image of this shape, "
+                   "channels last (C order), e.g. 8,8,1")
     p.add_argument("--get", default="nngp,ntk", help="comma-separated: nngp, ntk (default both)")
     p.add_argument("-o", "--output", default="kernels.npz",
                    help="output .npz (default kernels.npz; .npz is appended when missing)")

@@ -194,8 +194,9 @@ class CompiledKernel:
 
         Parameters
         ----------
-        X1 : (n1, d) array_like
-        X2 : (n2, d) array_like, optional
+        X1 : (n1, d) array_like, or (n1, S₁, …, S_k, C) for a convolutional architecture
+            (see :meth:`check_inputs`).
+        X2 : (n2, d) or (n2, S₁, …, S_k, C) array_like, optional
             When omitted the kernel of X1 with itself is computed, one triangle only.
         get : {"nngp", "ntk"} or tuple of them
             Only what is asked for is computed (the NTK work is skipped for ``"nngp"``).
@@ -220,19 +221,13 @@ class CompiledKernel:
             total["done"] += k
             progress(total["done"], n)
 
+        X1 = self.check_inputs(X1, "X1")
+        if X2 is not None:
+            X2 = self.check_inputs(X2, "X2", like=X1, like_name="X1")
         if self.spatial:
-            X1, X2 = self._images(X1, X2)
             nngp, ntk, pts = self.program.pair_pass(X1, X2, want_nngp, want_ntk, tile=tile,
                                                     progress=report if progress else None)
             return Kernels(nngp=nngp, ntk=ntk, error_estimate=pts["error_estimate"])
-        X1 = as_input_array(X1, "X1")
-        if X2 is not None:
-            X2 = as_input_array(X2, "X2")
-            if X2.shape[1] != X1.shape[1]:
-                raise InputError(
-                    f"X2 has {X2.shape[1]} features but X1 has {X1.shape[1]}; pass arrays with the same "
-                    "number of columns."
-                )
         nngp, ntk, pts = pair_pass(
             self.program, X1, X2, want_nngp, want_ntk, tile=tile,
             progress=report if progress else None
@@ -250,17 +245,42 @@ class CompiledKernel:
         (one per position) or "full" (one per position pair)."""
         return self.program.layout if self.spatial else "dense"
 
-    def _images(self, X1, X2):
-        k = self.program.n_spatial
-        X1 = check_images(X1, "X1", k)
-        if X2 is not None:
-            X2 = check_images(X2, "X2", k, channels=X1.shape[-1])
-            if X2.shape[1:-1] != X1.shape[1:-1]:
+    def check_inputs(self, X, name: str = "X", *, like=None, like_name: str = "X1") -> np.ndarray:
+        """``X`` validated and coerced to what this kernel takes, or an :class:`~ntk_infinite.errors.InputError`.
+
+        Dense architectures take (n, d) arrays; convolutional ones (n, S₁, …, S_k, C) with k
+        spatial axes, channels last. The result is C-contiguous, finite float64. With ``like``
+        (inputs already checked, named ``like_name`` in messages) ``X`` must also have the same
+        per-sample shape, so that a predictor can check test inputs against its training inputs.
+
+        Examples
+        --------
+        >>> import numpy as np, ntk_infinite as nk
+        >>> cnn = nk.compile("Conv(filter_shape=(3, 3), padding='SAME') > ReLU > Flatten > Dense")
+        >>> cnn.check_inputs(np.zeros((2, 8, 8, 1))).shape
+        (2, 8, 8, 1)
+        """
+        if not self.spatial:
+            X = as_input_array(X, name)
+            if like is not None and X.shape[1] != like.shape[1]:
                 raise InputError(
-                    f"X2's images have spatial shape {X2.shape[1:-1]} but X1's have {X1.shape[1:-1]}; the kernel "
-                    "compares images of one size. Resize or crop them to a common shape."
+                    f"{name} has {X.shape[1]} features but {like_name} has {like.shape[1]}; pass arrays with the same "
+                    "number of columns."
                 )
-        return X1, X2
+            return X
+        X = check_images(X, name, self.program.n_spatial)
+        if like is not None:
+            if X.shape[-1] != like.shape[-1]:
+                raise InputError(
+                    f"{name} has {X.shape[-1]} channels but {like_name} has {like.shape[-1]}; pass images with the "
+                    "same number of channels (the last axis)."
+                )
+            if X.shape[1:-1] != like.shape[1:-1]:
+                raise InputError(
+                    f"{name}'s images have spatial shape {X.shape[1:-1]} but {like_name}'s have {like.shape[1:-1]}; "
+                    "the kernel compares images of one size. Resize or crop them to a common shape."
+                )
+        return X
 
     def formula(self):
         """The recursion layer by layer as sympy expressions (see :mod:`ntk_infinite.compiler.formula`)."""
@@ -282,11 +302,10 @@ class CompiledKernel:
         it falls below float64's normal range, like ``__call__``.
         """
         want_nngp, want_ntk = parse_get(get)
+        X = self.check_inputs(X, "X")
         if self.spatial:
-            X, _ = self._images(X, None)
             nngp, ntk, err = self.program.diag(X, want_ntk)
             return KernelDiag(nngp=nngp if want_nngp else None, ntk=ntk if want_ntk else None, error_estimate=err)
-        X = as_input_array(X, "X")
         _, q0, k = input_variances(X)
         pts = point_pass(self.program, q0, want_data=False, q0_exp=k)
         check_range(pts, want_nngp, want_ntk)

@@ -229,7 +229,8 @@ def _spatial_kernel_gradients(compiled, X1, X2, want_nngp, want_ntk) -> KernelGr
     from .spatial_gradients import _Recursion, spatial_gradients
 
     symmetric = X2 is None
-    X1, X2 = compiled._images(X1, X2)  # validated (n, S₁, …, S_k, C) float64 images
+    X1 = compiled.check_inputs(X1, "X1")  # validated (n, S₁, …, S_k, C) float64 images
+    X2 = None if X2 is None else compiled.check_inputs(X2, "X2", like=X1)
     n1, C = X1.shape[0], X1.shape[-1]
     F1 = X1.reshape(n1, -1, C)
     F2 = F1 if symmetric else X2.reshape(X2.shape[0], -1, C)

@@ -22,6 +22,11 @@ classification), mean ± std over the folds; paired differences decide whether t
 infinite network beats the tuned RBF kernel, the question Arora et al. (2020) answered
 over 90 UCI data sets.
 
+A second section (:mod:`ntk_infinite.reports._digit_images`) treats the digits as 8×8 images:
+CNN-GP and CNTK kernels with GlobalAvgPool and Flatten readouts beside the MLP and RBF
+methods, by the same nested cross-validation on a stratified subsample (``Config.image_n``)
+whose size the cost of the GlobalAvgPool kernel sets.
+
 Run: ``ntk-infinite tables --only real_data`` or ``python benchmarks/real_data.py``.
 """
 
@@ -53,6 +58,8 @@ class Config:
     w_std: float = math.sqrt(2.0)
     b_std: float = 0.1
     seed: int = 0
+    image_n: int = 0  # digits subsample for the convolutional section (0: no such section)
+    conv_depths: tuple = (2,)  # Conv/ReLU blocks of the CNN kernels
 
 
 FULL = Config(
@@ -63,6 +70,8 @@ FULL = Config(
     Cs=tuple(10.0 ** np.arange(-1.0, 3.01, 0.5)),
     outer_folds=5,
     inner_folds=4,
+    image_n=400,
+    conv_depths=(2,),
 )
 QUICK = Config(
     datasets=("iris", "diabetes"),
@@ -72,6 +81,8 @@ QUICK = Config(
     Cs=(1.0, 10.0),
     outer_folds=3,
     inner_folds=2,
+    image_n=60,
+    conv_depths=(1,),
 )
 
 _TASK = {"iris": "classification", "wine": "classification", "breast_cancer": "classification",
@@ -212,34 +223,51 @@ def _grams(X, cfg):
     return {"NNGP": nngp, "NTK": ntk, "RBF": rbf}, t_inf
 
 
-def run_dataset(name: str, cfg: Config) -> dict:
-    """Outer-fold scores of every method on one data set, and the chosen hyperparameters."""
-    X, y, task = _load(name)
+def nested_cv(grams: dict, y, task: str, cfg: Config, krr: dict, svm: bool = True):
+    """Outer-fold test scores and chosen hyperparameters of every method, by the protocol of the
+    module docstring.
+
+    ``krr`` maps a method name to ``(family, labels)``: kernel ridge over the Gram matrices
+    ``grams[family]`` (one per label, e.g. per depth), tuned jointly with the ridge. With
+    ``svm`` the RBF SVM is tuned on ``grams["RBF"]`` over γ and C. Returns
+    ``(scores, chosen)``, dicts of per-fold lists.
+    """
     classes = np.unique(y) if task == "classification" else None
-    t0 = time.perf_counter()
-    grams, t_kernels = _grams(X, cfg)
-    scores = {m: [] for m in METHODS}
-    chosen = {m: [] for m in METHODS}
+    methods = list(krr) + (["RBF SVM"] if svm else [])
+    scores = {m: [] for m in methods}
+    chosen = {m: [] for m in methods}
     for fold, (tr, te) in enumerate(_splits(y, task, cfg.outer_folds, cfg.seed)):
         inner = _splits(y[tr], task, cfg.inner_folds, cfg.seed + 1 + fold)
-        for method, family, labels in (("NNGP", "NNGP", cfg.depths), ("NTK", "NTK", cfg.depths),
-                                       ("RBF kernel ridge", "RBF", cfg.gammas_rel)):
+        for method, (family, labels) in krr.items():
             g, r = _tune_krr(grams[family], y, tr, inner, cfg, task, classes)
             scores[method].append(_krr_outer(grams[family][g], y, tr, te, cfg.ridges_rel[r], task, classes))
             chosen[method].append((labels[g], cfg.ridges_rel[r]))
-        g, c = _tune_svm(grams["RBF"], y, tr, inner, cfg, task)
-        scores["RBF SVM"].append(_svm_outer(grams["RBF"][g], y, tr, te, cfg.Cs[c], task))
-        chosen["RBF SVM"].append((cfg.gammas_rel[g], cfg.Cs[c]))
+        if svm:
+            g, c = _tune_svm(grams["RBF"], y, tr, inner, cfg, task)
+            scores["RBF SVM"].append(_svm_outer(grams["RBF"][g], y, tr, te, cfg.Cs[c], task))
+            chosen["RBF SVM"].append((cfg.gammas_rel[g], cfg.Cs[c]))
+    return {m: np.array(v) for m, v in scores.items()}, chosen
+
+
+def run_dataset(name: str, cfg: Config) -> dict:
+    """Outer-fold scores of every method on one data set, and the chosen hyperparameters."""
+    X, y, task = _load(name)
+    t0 = time.perf_counter()
+    grams, t_kernels = _grams(X, cfg)
+    krr = {"NNGP": ("NNGP", cfg.depths), "NTK": ("NTK", cfg.depths), "RBF kernel ridge": ("RBF", cfg.gammas_rel)}
+    scores, chosen = nested_cv(grams, y, task, cfg, krr)
     return {
-        "name": name, "task": task, "n": X.shape[0], "d": X.shape[1],
-        "scores": {m: np.array(v) for m, v in scores.items()}, "chosen": chosen,
+        "name": name, "task": task, "n": X.shape[0], "d": X.shape[1], "scores": scores, "chosen": chosen,
         "seconds": time.perf_counter() - t0, "kernel_seconds": t_kernels,
     }
 
 
-def run(cfg: Config = FULL) -> list:
-    """Every data set of ``cfg``; IllConditionedWarnings of tiny ridges are expected and
-    silenced (those ridges get the pseudo-inverse solution and are rarely selected).
+def run(cfg: Config = FULL) -> tuple:
+    """Every data set of ``cfg``, then (with ``cfg.image_n``) the digits as images
+    (:mod:`ntk_infinite.reports._digit_images`): ``(results, images or None)``.
+
+    IllConditionedWarnings of tiny ridges are expected and silenced (those ridges get the
+    pseudo-inverse solution and are rarely selected).
 
     BLAS runs single-threaded: the many small eigendecompositions are faster that way, and
     multi-threaded OpenBLAS degrades badly on a shared machine.
@@ -253,7 +281,12 @@ def run(cfg: Config = FULL) -> list:
         warnings.simplefilter("ignore", IllConditionedWarning)
         for name in cfg.datasets:
             results.append(run_dataset(name, cfg))
-    return results
+        images = None
+        if cfg.image_n:
+            from ._digit_images import run_images
+
+            images = run_images(cfg)
+    return results, images
 
 
 # --------------------------------------------------------------------------- table
@@ -278,7 +311,7 @@ def _mode(values):
     return labels[np.argmax(counts)]
 
 
-def render(results: list, cfg: Config, quick: bool, seconds: float) -> str:
+def render(results: list, cfg: Config, quick: bool, seconds: float, images: dict | None = None) -> str:
     import sklearn
 
     from .. import __version__
@@ -335,6 +368,10 @@ def render(results: list, cfg: Config, quick: bool, seconds: float) -> str:
                 cells.append(_paired(s[inf], s[rbf], task)[0])
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     lines += ["", "**Verdict.** " + _verdict(results, tally), ""]
+    if images is not None:
+        from ._digit_images import render_images
+
+        lines += render_images(images, cfg)
     lines += [
         "## Run",
         "",
@@ -403,7 +440,7 @@ def write_table(out_dir: pathlib.Path, quick: bool = False) -> pathlib.Path:
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    results = run(cfg)
+    results, images = run(cfg)
     path = out_dir / "real_data.md"
-    path.write_text(render(results, cfg, quick, time.perf_counter() - t0))
+    path.write_text(render(results, cfg, quick, time.perf_counter() - t0, images))
     return path

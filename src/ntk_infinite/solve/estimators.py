@@ -4,7 +4,9 @@ r"""scikit-learn estimators: an infinitely wide network trained by gradient desc
 :func:`ntk_infinite.solve.predict.gd_mse` in the estimator contract (``__init__`` only stores
 its arguments, ``fit`` validates and returns ``self``, learned state ends in ``_``), so
 they work in ``Pipeline`` and ``GridSearchCV``, including a grid over ``arch`` (an
-:class:`~ntk_infinite.Architecture` or its text form) and ``ridge``.
+:class:`~ntk_infinite.Architecture` or its text form) and ``ridge``. Convolutional
+architectures take the flat rows scikit-learn passes around with ``input_shape`` (the shape
+of one image, channels last), or images directly without it.
 
 The prediction is the mean over random initialisations of the network's output after
 gradient flow on ½Σ‖f − y‖² for time ``t`` (η·t; Lee et al. 2019):
@@ -53,11 +55,12 @@ DEFAULT_ARCH = "Dense(w_std=1.4142135623730951, b_std=0.1) > ReLU > Dense(w_std=
 class _InfiniteNetwork(BaseEstimator):
     """Shared parameters, validation and prediction of the two estimators."""
 
-    def __init__(self, arch=DEFAULT_ARCH, kernel="ntk", t=np.inf, ridge=0.0):
+    def __init__(self, arch=DEFAULT_ARCH, kernel="ntk", t=np.inf, ridge=0.0, input_shape=None):
         self.arch = arch
         self.kernel = kernel
         self.t = t
         self.ridge = ridge
+        self.input_shape = input_shape
 
     def _check_params(self):
         owner = type(self).__name__
@@ -81,7 +84,54 @@ class _InfiniteNetwork(BaseEstimator):
                 f"{DEFAULT_ARCH!r}. Got {type(self.arch).__name__} instead."
             )
         compiled = self.arch if isinstance(self.arch, CompiledKernel) else compile(self.arch)
-        return compiled, t, ridge
+        return compiled, t, ridge, self._check_input_shape(compiled)
+
+    def _check_input_shape(self, compiled):
+        """``input_shape`` as a tuple (or None), checked against the architecture."""
+        owner, shape = type(self).__name__, self.input_shape
+        if shape is None:
+            return None
+        if not compiled.spatial:
+            raise ParameterError(
+                f"The 'input_shape' parameter of {owner} reshapes flat rows into images for a convolutional "
+                f"architecture, but {compiled!r} is dense and reads the rows as they are. Got input_shape={shape!r}; "
+                "pass input_shape=None, or a convolutional arch (Conv, ..., Flatten or GlobalAvgPool, Dense)."
+            )
+        k = compiled.program.n_spatial
+        example = {1: "(L, C), e.g. (16, 1)", 2: "(H, W, C), e.g. (8, 8, 1)"}.get(k, f"(S1, ..., S{k}, C)")
+        valid = (isinstance(shape, (tuple, list)) and len(shape) == k + 1
+                 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in shape))
+        if not valid:
+            raise ParameterError(
+                f"The 'input_shape' parameter of {owner} must be None or the shape of one input of this {k}-D "
+                f"convolutional architecture, {k} spatial sizes then the channels: {example}. Got {shape!r} instead."
+            )
+        return tuple(int(v) for v in shape)
+
+    def _kernel_inputs(self, X, kernel, shape):
+        """The validated X as the kernel takes it: rows reshaped to ``(n, *input_shape)`` when given."""
+        owner = type(self).__name__
+        if not kernel.spatial:
+            return X
+        if shape is None:
+            if X.ndim == 2:
+                k = kernel.program.n_spatial
+                raise InputError(
+                    f"{owner} got X with 2 dimensions (shape {X.shape}), but {kernel!r} is a {k}-D convolutional "
+                    f"architecture and needs images of shape (n, {', '.join(f'S{i + 1}' for i in range(k))}, C). "
+                    f"scikit-learn passes flat rows: set input_shape to the shape of one image (e.g. "
+                    f"{owner}(arch, input_shape=(8, 8, 1)) for 8x8 grey images) and {owner} reshapes each row."
+                )
+            return X
+        size = int(np.prod(shape))
+        if X.ndim != 2 or X.shape[1] != size:
+            got = f"{X.shape[1]} columns" if X.ndim == 2 else f"an array of shape {X.shape}"
+            raise InputError(
+                f"{owner} with input_shape={shape} reshapes rows of {size} values ({' x '.join(map(str, shape))}, "
+                f"channels last) into images, but X has {got}. Pass X.reshape(len(X), -1) of images of shape "
+                f"{shape}, or set input_shape to the shape of your images."
+            )
+        return X.reshape((X.shape[0],) + shape)
 
     def _check_not_empty(self, X) -> None:
         # Checked before scikit-learn's validation so that the message names the fix.
@@ -96,9 +146,19 @@ class _InfiniteNetwork(BaseEstimator):
                 "from a filter or a split, check that it kept some rows."
             )
 
-    def _fit_targets(self, X, Y):
-        compiled, t, ridge = self._check_params()
+    def _fit_data(self, X, y, **validation):
+        """Check the parameters and (X, y); X reshaped into the kernel's inputs."""
+        self._check_not_empty(X)
+        params = self._check_params()
+        compiled, shape = params[0], params[3]
+        # Images pass scikit-learn's check; _kernel_inputs then says which rank this estimator expects.
+        X, y = _validate_data(self, X, y, dtype=np.float64, allow_nd=compiled.spatial, **validation)
+        return self._kernel_inputs(X, compiled, shape), y, params
+
+    def _fit_targets(self, X, Y, params):
+        compiled, t, ridge, shape = params
         self.predictor_ = gd_mse(compiled, X, Y, ridge=ridge)
+        self.input_shape_ = shape
         self.t_ = t
         # Factorise now, so that warnings about the training matrix are raised by fit.
         self.predictor_.predict_train(t, get=self.kernel)
@@ -106,7 +166,9 @@ class _InfiniteNetwork(BaseEstimator):
 
     def _outputs(self, X):
         check_is_fitted(self, "predictor_")
-        X = _validate_data(self, X, reset=False, dtype=np.float64)
+        kernel, shape = self.predictor_.kernel, self.input_shape_
+        X = _validate_data(self, X, reset=False, dtype=np.float64, allow_nd=kernel.spatial)
+        X = self._kernel_inputs(X, kernel, shape)
         return self.predictor_.predict(X, t=self.t_, get=self.kernel).mean
 
     def _tags_common(self, tags):
@@ -129,11 +191,18 @@ class KernelRegressor(RegressorMixin, _InfiniteNetwork):
         Learning rate times training time, η·t.
     ridge : float, default 0
         Absolute ridge λ: Θ + λI.
+    input_shape : tuple of int, optional
+        Convolutional architectures only: the shape of one image, channels last, e.g.
+        ``(8, 8, 1)``. Each row of X (n, H·W·C) is reshaped C-order into an image (n, H, W, C)
+        before the kernel sees it, so the estimator takes the 2-D X that scikit-learn's
+        tools pass around. Without it a convolutional architecture takes images directly.
 
     Attributes
     ----------
     predictor_ : ntk_infinite.solve.predict.GDPredictor
-        Holds the training Gram matrices and their factorisations.
+        Holds the training Gram matrices and their factorisations (and the reshaped inputs).
+    input_shape_ : tuple of int or None
+        The ``input_shape`` used by ``fit``.
     n_features_in_ : int
 
     Notes
@@ -150,13 +219,16 @@ class KernelRegressor(RegressorMixin, _InfiniteNetwork):
     >>> model = nk.KernelRegressor(ridge=1e-3).fit(X, y)
     >>> model.predict(X[:2]).shape
     (2,)
+    >>> cnn = "Conv(filter_shape=(3, 3), padding='SAME', w_std=1.4, b_std=0.1) > ReLU > Flatten > Dense"
+    >>> rows = np.random.default_rng(1).standard_normal((10, 16))  # ten 4x4 grey images, flattened
+    >>> nk.KernelRegressor(cnn, ridge=1e-3, input_shape=(4, 4, 1)).fit(rows, rows[:, 0]).predict(rows[:2]).shape
+    (2,)
     """
 
     def fit(self, X, y):
         """Compute the training Gram matrices and factorise them. Returns ``self``."""
-        self._check_not_empty(X)
-        X, y = _validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
-        return self._fit_targets(X, y)
+        X, y, params = self._fit_data(X, y, multi_output=True, y_numeric=True)
+        return self._fit_targets(X, y, params)
 
     def predict(self, X):
         """Mean output of the trained network, (n,) or (n, k)."""
@@ -178,6 +250,7 @@ class KernelClassifier(ClassifierMixin, _InfiniteNetwork):
     ----------
     classes_ : ndarray
     predictor_ : ntk_infinite.solve.predict.GDPredictor
+    input_shape_ : tuple of int or None
     n_features_in_ : int
 
     Notes
@@ -188,12 +261,11 @@ class KernelClassifier(ClassifierMixin, _InfiniteNetwork):
 
     def fit(self, X, y):
         """Encode the labels one-hot, compute and factorise the Gram matrices. Returns ``self``."""
-        self._check_not_empty(X)
-        X, y = _validate_data(self, X, y, dtype=np.float64)
+        X, y, params = self._fit_data(X, y)
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         Y = np.eye(self.classes_.size)[codes.ravel()]
-        return self._fit_targets(X, Y)
+        return self._fit_targets(X, Y, params)
 
     def decision_function(self, X):
         """Network outputs: (n, n_classes), or for two classes f₁ − f₀ of shape (n,)."""

@@ -47,7 +47,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg import lapack
 
-from ..errors import IllConditionedWarning, InputError, ParameterError, as_input_array, check_param
+from ..errors import IllConditionedWarning, InputError, ParameterError, check_param
 from ..kernel import CompiledKernel, compile
 from ..results import Kernels
 
@@ -464,7 +464,8 @@ class GDPredictor(GramPredictor):
             self.kernel = kernel
         else:
             self.kernel = compile(kernel)
-        self.X_train = as_input_array(X_train, "X_train")
+        # (n, d) rows for a dense kernel, (n, S₁, …, S_k, C) images for a convolutional one.
+        self.X_train = self.kernel.check_inputs(X_train, "X_train")
         n = self.X_train.shape[0]
         _check_nonempty(n, f"X_train of shape {self.X_train.shape}", "gd_mse")
         self.n_train = n
@@ -484,12 +485,7 @@ class GDPredictor(GramPredictor):
         return self._train[name]
 
     def _test_grams(self, X_test, get: str, cov: bool):
-        X_test = as_input_array(X_test, "X_test")
-        if X_test.shape[1] != self.X_train.shape[1]:
-            raise InputError(
-                f"X_test has {X_test.shape[1]} features but X_train has {self.X_train.shape[1]}; pass arrays with "
-                "the same number of columns."
-            )
+        X_test = self.kernel.check_inputs(X_test, "X_test", like=self.X_train, like_name="X_train")
         names = tuple(sorted({get} | ({"nngp"} if cov else set())))
         k = self.kernel(X_test, self.X_train, get=names)
         tt = {g: getattr(k, g) for g in names}
@@ -501,7 +497,8 @@ class GDPredictor(GramPredictor):
 
         Parameters
         ----------
-        X_test : (n_test, d) array_like
+        X_test : (n_test, d) array_like, or (n_test, S₁, …, S_k, C) images of X_train's shape
+            for a convolutional kernel
         t : float or 1-D array
             Learning rate times time, η·t ≥ 0; ``np.inf`` (default) for the end of training.
         get : {"ntk", "nngp"}
@@ -545,7 +542,8 @@ def gd_mse(kernel, X_train, y_train, ridge: float = 0.0) -> GDPredictor:
     ----------
     kernel : CompiledKernel, Architecture or str
         What :func:`~ntk_infinite.compile` returns or accepts.
-    X_train : (n, d) array_like
+    X_train : (n, d) array_like, or (n, S₁, …, S_k, C) images (channels last) for a
+        convolutional architecture
     y_train : (n,) or (n, k) array_like
     ridge : float, >= 0
         Absolute ridge λ added to the training blocks: Θ + λI, K + λI.

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg import lapack
 
-from ..errors import IllConditionedWarning, InputError, ParameterError, as_input_array, check_param
+from ..errors import ArchitectureError, IllConditionedWarning, InputError, ParameterError, check_param
 from ..kernel import CompiledKernel, compile
 from ..describe.layers import Dense, ReLU, serial
 from .predict import COND_TARGET, COND_WARN, NULL_N_FACTOR, SingularKernelError, gd_mse, user_stacklevel
@@ -86,16 +86,6 @@ def _warn_singular(what: str, bad: np.ndarray, s_min: float, lam_max: float):
         IllConditionedWarning,
         stacklevel=user_stacklevel(),
     )
-
-
-def _inputs(compiled: CompiledKernel, X) -> np.ndarray:
-    """X validated for ``compiled``: (n, d) rows for a dense network, (n, S₁, …, S_k, C) images
-    for a convolutional one."""
-    if compiled.spatial:
-        from ..evaluate.spatial import check_images
-
-        return check_images(X, "X", compiled.program.n_spatial)
-    return as_input_array(X, "X")
 
 
 # --------------------------------------------------------------------------- LOO
@@ -276,7 +266,7 @@ def log_marginal_likelihood(kernel, X, y, *, ridge: float = 1e-6, get: str = "nn
         raise ParameterError(f"get must be 'nngp' or 'ntk'; got {get!r}.")
     ridge = check_param("log_marginal_likelihood", "ridge", ridge, low=0.0)
     compiled = kernel if isinstance(kernel, CompiledKernel) else compile(kernel)
-    X = _inputs(compiled, X)
+    X = compiled.check_inputs(X, "X")
     Y = _targets(y, X.shape[0])
     n, k = Y.shape
     if eval_gradient:
@@ -402,7 +392,8 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
     y : (n,) or (n, k) array_like
         Targets; class labels when ``task="classification"`` (one-hot encoded inside).
     archs : sequence of Architecture or str
-        Candidates, e.g. :func:`relu_architectures` (depths, scales).
+        Candidates, e.g. :func:`relu_architectures` (depths, scales). They all read the same
+        ``X``: all dense, or all convolutional with the same number of spatial axes.
     ridges : sequence of float, optional
         Absolute ridges. Default: for each architecture, ``mean(diag K)·10^k`` for
         k = −8, −7.5, …, 1 (the reported ridge is absolute).
@@ -436,8 +427,8 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
     archs = list(archs) if not isinstance(archs, (str, CompiledKernel)) and not hasattr(archs, "layers") else [archs]
     if not archs:
         raise ParameterError("archs is empty; pass at least one architecture (e.g. nk.solve.selection.relu_architectures()).")
-    kernels = [arch if isinstance(arch, CompiledKernel) else compile(arch) for arch in archs]
-    X = _inputs(kernels[0], X)  # rows or images, as the (first) architecture needs
+    compiled_archs = [arch if isinstance(arch, CompiledKernel) else compile(arch) for arch in archs]
+    X = _common_inputs(compiled_archs, X)
     if task == "classification":
         labels = np.asarray(y).ravel()
         if labels.shape[0] != X.shape[0]:
@@ -449,8 +440,8 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
         codes = None
     grid = None if ridges is None else _ridges(ridges)
     records, best = [], None
-    for compiled in kernels:
-        K = getattr(compiled(_inputs(compiled, X), get=get), get)
+    for compiled in compiled_archs:
+        K = getattr(compiled(X, get=get), get)
         lam = grid if grid is not None else float(np.mean(np.diag(K))) * 10.0 ** np.arange(-8.0, 1.01, 0.5)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", IllConditionedWarning)
@@ -474,6 +465,27 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
             "mean(diag K)·1e-6 and above)."
         )
     return Selection(best[0], best[1], best[2], criterion, get, task, tuple(records))
+
+
+def _common_inputs(kernels, X) -> np.ndarray:
+    """``X`` checked by every candidate kernel; candidates that read different kinds of input
+    (rows vs images, or images with different numbers of axes) cannot share one ``X``."""
+    kinds = {(k.spatial, k.program.n_spatial if k.spatial else 0) for k in kernels}
+    if len(kinds) > 1:
+        shown = ", ".join(f"{i}: {_describe_inputs(k)}" for i, k in enumerate(kernels))
+        raise ArchitectureError(
+            f"The candidate architectures read different inputs ({shown}), but select() evaluates every candidate on "
+            "one X. Run select() once per kind of input, e.g. once with the convolutional candidates on the images "
+            "and once with the dense ones on X.reshape(len(X), -1), and compare their scores."
+        )
+    return kernels[0].check_inputs(X, "X")
+
+
+def _describe_inputs(kernel) -> str:
+    if not kernel.spatial:
+        return "dense, (n, d) rows"
+    k = kernel.program.n_spatial
+    return f"{k}-D convolutional, (n, {', '.join(f'S{i + 1}' for i in range(k))}, C) images"
 
 
 def _textual(arch) -> bool:

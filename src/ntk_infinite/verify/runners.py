@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .empirical import FiniteNetwork, as_architecture, as_network_input, input_shape_of, thin_blas
-from ..errors import InputError, ParameterError, as_input_array, check_param
+from ..errors import InputError, ParameterError, check_param
 from ..solve.predict import gd_mse_from_gram
+from .data import digit_images, sample_data
 from .training import train
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "OutputScaleSweep",
     "output_scale_sweep",
     "sample_data",
+    "digit_images",
     "register",
 ]
 
@@ -65,6 +67,10 @@ PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 BOOTSTRAP = 400
 DEFAULT_WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
 DEFAULT_TRAIN_WIDTHS = (64, 128, 256, 512, 1024)
+#: Convolutional architectures: a Conv layer of w channels after one of w has |k|·w² weights,
+#: applied at every position, so the dense sweep up to 4096 would take hours on 8×8 images.
+DEFAULT_CONV_WIDTHS = (32, 64, 128, 256, 512)
+DEFAULT_CONV_TRAIN_WIDTHS = (32, 64, 128, 256)
 DEFAULT_ARCH = "Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1) > ReLU > Dense(1.4, 0.1)"
 
 
@@ -512,77 +518,6 @@ def output_scale_sweep(arch, X, Y, *, width: int = 64, alphas=(0.5, 1, 2, 4, 8, 
     return OutputScaleSweep(alphas, width, eta_t, dntk, dpar, loss, fits)
 
 
-# ---------------------------------------------------------------------- data
-def sample_data(n_train: int = 20, n_test: int = 10, seed: int = 0, path: str | None = None, target=None):
-    """(X_train, y_train, X_test, y_test): a random split of ``path`` or of the shipped data.
-
-    Parameters
-    ----------
-    n_train, n_test : int
-    seed : int
-        Seed of the random split.
-    path : str, optional
-        A .csv (optional header line) or .npy file with one sample per row. Without it: the
-        Breast Cancer Wisconsin data shipped with the package (standardised, y = ±1).
-    target : str or int
-        Required with ``path``: the target column, by header name or 0-based index (negative
-        counts from the end); all other columns are the features. There is no default, so that
-        a table is never split at a guessed column.
-    """
-    n_train = check_param("sample_data", "n_train", n_train, low=1, integer=True)
-    n_test = check_param("sample_data", "n_test", n_test, low=1, integer=True)
-    if path is None:
-        from ..datasets import load_breast_cancer
-
-        data = load_breast_cancer()
-        X, y, name = data.X, 2.0 * data.y - 1.0, "y"
-    else:
-        X, y, name = _split_target(path, target)
-    X = as_input_array(X, "data features")
-    if not np.isfinite(y).all():
-        raise InputError(f"The target column {name} of {path} contains NaN or infinite values; pass finite targets.")
-    if X.shape[0] < n_train + n_test:
-        raise InputError(
-            f"The data have {X.shape[0]} rows but n_train + n_test = {n_train + n_test}; pass a larger file "
-            "or smaller --n-train/--n-test."
-        )
-    perm = np.random.default_rng(seed).permutation(X.shape[0])
-    tr, te = perm[:n_train], perm[n_train:n_train + n_test]
-    return X[tr], y[tr], X[te], y[te]
-
-
-def _split_target(path: str, target):
-    """(features, target column, its description) of a data table; ``target`` by name or index."""
-    from ..cli import read_table
-
-    table, names = read_table(path)
-    table = np.asarray(table, dtype=np.float64)
-    columns = f"its columns are {', '.join(repr(n) for n in names)}" if names else "it has no header line"
-    if table.ndim != 2 or table.shape[1] < 2:
-        raise InputError(
-            f"{path} must hold a table with at least two columns (features and a target); got an array of shape "
-            f"{table.shape}."
-        )
-    ncol = table.shape[1]
-    how = (f"pass target=COLUMN (--target COLUMN on the command line): a header name or a 0-based column index, "
-           f"-1 for the last column. {path} has {ncol} columns; {columns}.")
-    if target is None:
-        raise InputError(f"Which column of {path} is the target? The data file does not say; {how}")
-    index = None
-    if isinstance(target, str) and names and target in names:
-        index = names.index(target)
-    else:
-        try:
-            index = int(target)
-        except (TypeError, ValueError):
-            raise InputError(f"The target column {target!r} is not a column name of {path}; {how}") from None
-        if not -ncol <= index < ncol:
-            raise InputError(f"The target column index {index} is out of range for {path}; {how}")
-        index %= ncol
-    name = repr(names[index]) if names else f"{index}"
-    return np.delete(table, index, axis=1), table[:, index], name
-
-
 # ---------------------------------------------------------------------- command line
 def _fmt_widths(widths) -> str:
     return ", ".join(str(w) for w in widths)
@@ -656,26 +591,31 @@ def _cmd_verify(args) -> int:
     from ..cli import ProgressBar
     from ..kernel import compile as compile_kernel
 
-    from ..cli import check_output_path
+    from ..cli import as_kernel_inputs, check_output_path, parse_shape
 
     arch = as_architecture(args.arch)
-    widths = _parse_ints(args.widths, "--widths")
+    kernel = compile_kernel(arch)  # validation only: the engine is built by the first call
+    default_widths = DEFAULT_CONV_WIDTHS if kernel.spatial else DEFAULT_WIDTHS
+    widths = _parse_ints(args.widths, "--widths") if args.widths else default_widths
+    input_shape = parse_shape(args.input_shape)
     if args.output:
         check_output_path(args.output)  # before the minutes of Monte Carlo, not after
     if args.target is not None and args.data is None:
         raise InputError("--target names a column of the --data file; pass --data FILE with it, or drop --target "
-                         "to use the shipped breast-cancer sample.")
-    X, y, Xt, yt = sample_data(args.n_train, args.n_test, seed=args.seed, path=args.data, target=args.target)
-    source = (f"{args.data} (target column {args.target})" if args.data
-              else "Breast Cancer Wisconsin (shipped sample, standardised, y = ±1)")
-    XA = np.vstack([X, Xt])
-    kernel = compile_kernel(arch)
+                         "to use the built-in sample.")
+    if args.labels is not None and args.data is None:
+        raise InputError("--labels gives the targets of the --data file; pass --data FILE with it (e.g. --data "
+                         "images.npy --labels y.npy), or drop --labels to use the built-in sample.")
+    X, y, Xt, yt, source = _verify_data(args, kernel)
+    X, Xt = (as_kernel_inputs(kernel, A, args.data or "the built-in sample", input_shape) for A in (X, Xt))
+    XA = np.concatenate([X, Xt])
     analytic = _analytic_kernels(kernel, XA)
     title = arch.to_text() if all(getattr(layer, "textual", True) for layer in arch) else repr(arch)
     parts = [
         f"# ntk-infinite verify: `{title}`",
         "",
-        f"Data: {source}; {X.shape[0]} training and {Xt.shape[0]} test points, {X.shape[1]} features. Seed {args.seed}.",
+        f"Data: {source}; {X.shape[0]} training and {Xt.shape[0]} test points, "
+        f"{f'{X.shape[1]} features' if X.ndim == 2 else f'images of shape {X.shape[1:]}'}. Seed {args.seed}.",
         "",
         "## 1. Empirical NNGP and NTK converge to the analytic kernels",
         "",
@@ -687,8 +627,9 @@ def _cmd_verify(args) -> int:
     parts.append(convergence_markdown(conv, args.samples))
     outcomes = [conv["nngp"].verdict, conv["ntk"].verdict]
     if not args.skip_training:
+        largest = max(DEFAULT_CONV_TRAIN_WIDTHS if kernel.spatial else DEFAULT_TRAIN_WIDTHS)
         train_widths = _parse_ints(args.train_widths, "--train-widths") if args.train_widths else tuple(
-            w for w in widths if w <= max(DEFAULT_TRAIN_WIDTHS)) or widths[:2]
+            w for w in widths if w <= largest) or widths[:2]
         bar = None if args.quiet else ProgressBar("training")
         tr = training_agreement(arch, X, y, Xt, widths=train_widths, samples=args.train_samples,
                                 analytic=analytic, seed=args.seed, progress=bar)
@@ -713,6 +654,28 @@ def _cmd_verify(args) -> int:
             fh.write(text)
         print(f"wrote {args.output}")
     return 1 if overall == FAIL else 0
+
+
+def _verify_data(args, kernel):
+    """(X, y, X_test, y_test, description) from --data/--target/--labels or the built-in sample
+    that fits the architecture: breast cancer for dense networks, 8×8 digits for 2-D CNNs."""
+    if args.data is None and kernel.spatial and kernel.program.n_spatial != 2:
+        k = kernel.program.n_spatial
+        raise InputError(
+            f"The built-in image sample (8x8 digits) has 2 spatial axes, but {kernel!r} is a {k}-D convolutional "
+            f"architecture; pass your own inputs with --data FILE.npy (shape (n, {', '.join(['S'] * k)}, C)) and "
+            "--labels FILE."
+        )
+    X, y, Xt, yt = sample_data(args.n_train, args.n_test, seed=args.seed, path=args.data, target=args.target,
+                               labels=args.labels, images=kernel.spatial and args.data is None)
+    if args.data is None:
+        source = ("8x8 handwritten digits (scikit-learn; pixels standardised, y = +1 for 0-4, -1 for 5-9)"
+                  if kernel.spatial else "Breast Cancer Wisconsin (shipped sample, standardised, y = ±1)")
+    elif args.labels is not None:
+        source = f"{args.data} (targets from {args.labels})"
+    else:
+        source = f"{args.data} (target column {args.target})"
+    return X, y, Xt, yt, source
 
 
 def _analytic_kernels(kernel, X):
@@ -740,14 +703,22 @@ def register(subparsers) -> None:
         "and exit with status 1 when the analytic kernel disagrees beyond the statistical tolerance.",
     )
     p.add_argument("arch", nargs="?", default=DEFAULT_ARCH, help=f"architecture in text form (default: {DEFAULT_ARCH!r})")
-    p.add_argument("--widths", default=_fmt_widths(DEFAULT_WIDTHS).replace(" ", ""),
-                   help="hidden widths of the kernel sweep (default 64,...,4096)")
+    p.add_argument("--widths", default=None,
+                   help="hidden widths (channels of every Conv) of the kernel sweep (default 64,...,4096; "
+                   "32,...,512 for convolutional architectures)")
     p.add_argument("--samples", type=int, default=16, help="networks per width for the kernels (default 16)")
-    p.add_argument("--train-widths", default=None, help="widths for training (default: the --widths up to 1024)")
+    p.add_argument("--train-widths", default=None,
+                   help="widths for training (default: the --widths up to 1024; up to 256 for convolutional ones)")
     p.add_argument("--train-samples", type=int, default=4, help="trained networks per width (default 4)")
     p.add_argument("--skip-training", action="store_true", help="check the kernels only (property 1)")
     p.add_argument("--data", default=None, help="a .csv/.npy table, one sample per row: the --target column and the "
-                   "features (default: the shipped breast-cancer sample)")
+                   "features; or with --labels an array of inputs, e.g. images (n, H, W, C) for a convolutional "
+                   "architecture (default: the shipped breast-cancer sample, or the 8x8 digits for a 2-D CNN)")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="targets of the --data inputs (.npy/.csv, one per sample), for data with no target column")
+    p.add_argument("--input-shape", default=None, metavar="H,W,C",
+                   help="convolutional architectures: reshape each row of the --data features into an image of this "
+                   "shape, channels last (C order), e.g. 8,8,1")
     p.add_argument("--target", default=None, metavar="COLUMN",
                    help="target column of --data: a header name or a 0-based index (-1: the last column); required "
                    "with --data")
