@@ -12,6 +12,8 @@ position maps are ordinary jitted functions.
 
 from __future__ import annotations
 
+from .engine_source import tile_imports
+
 __all__ = ["build_spatial_source"]
 
 _PRELUDE = '''
@@ -140,9 +142,7 @@ _DIAG_CASE = '''            elif op == {code}:
 def build_spatial_source(header: str, dual_sources: list[tuple[int, str, str]]) -> str:
     """Module source of both spatial drivers for the given duals (op code, name, tile source);
     ``header`` is the dense engine's header (prelude, affine and store tiles)."""
-    parts = [header, _PRELUDE]
-    for _, _, source in dual_sources:
-        parts.append("\n\n" + source)
+    parts = [header, _PRELUDE, tile_imports(dual_sources)]
     full = "\n".join(_FULL_CASE.format(code=c, fname=f) for c, f, _ in dual_sources)
     diag = "\n".join(_DIAG_CASE.format(code=c, fname=f) for c, f, _ in dual_sources)
     parts.append(_FULL.replace("__FULL_DISPATCH__", full))
