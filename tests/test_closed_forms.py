@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 
 import ntk_infinite as nk
 from naive import dblquad_T, dblquad_Tdot, mp_dual, mp_dual_fast, mp_kernels
-from ntk_infinite.compiler.codegen import load_module
-from ntk_infinite.compiler.engine_source import TILE_PRELUDE
+from ntk_infinite.compiler.engine_source import tile_module
 from ntk_infinite.compiler.duals import resolve_dual
 from ntk_infinite.compiler.duals.series import SeriesDual
 from tolerances import (CLOSED_FORM_RTOL, EXACT_ATOL, EXACT_RTOL, NEAR_PARALLEL_RTOL, NETWORK_RTOL, PSD_ATOL,
@@ -60,7 +59,7 @@ def run_tile(dual, sa, sb, rho, sn2):
     """The dual's generated tile function on one row of pairs (√q₁ = sa; √q₂, ρ, sin²θ per
     column), exactly as the engine calls it. Returns (T, Ṫ, ρ', sin²θ')."""
     name = "tile_" + dual.key.replace("-", "_")
-    fn = getattr(load_module(TILE_PRELUDE + "\n\n" + dual.tile_source(name), prefix="testtile"), name)
+    fn = getattr(tile_module(dual.tile_source(name), name), name)  # the module the engines import
     sb = np.asarray(sb, dtype=float)
     q = np.concatenate([[sa * sa], sb * sb])
     res = dual.point(q)

@@ -18,7 +18,7 @@ parameters in those units); the final store multiplies by the actual √q (``SQF
 
 from __future__ import annotations
 
-__all__ = ["build_engine_source", "TILE_PRELUDE"]
+__all__ = ["build_engine_source", "TILE_PRELUDE", "tile_module", "tile_imports"]
 
 #: The names every generated tile function may use (also for compiling a tile on its own).
 TILE_PRELUDE = '''import math
@@ -190,18 +190,20 @@ def _callable_tile(source: str, fname: str) -> str:
     return source
 
 
-def tile_imports(dual_sources: list[tuple[int, str, str]]) -> str:
-    """Import lines for the drivers: each activation's tile lives in a generated module of its
-    own (keyed by its source), so it is compiled, and cached, once per activation and shared by
-    every engine and layout that uses it: a new combination of known activations compiles only
-    its small driver."""
+def tile_module(source: str, fname: str):
+    """The generated module holding one activation's tile function ``fname`` (compiled, and
+    cached on disk, once per tile source)."""
     from .codegen import load_module
 
-    lines = []
-    for _, fname, source in dual_sources:
-        module = load_module(_TILE_HEADER + _callable_tile(source, fname), prefix="tile")
-        lines.append(f"from {module.__name__} import {fname}")
-    return "\n".join(lines) + "\n"
+    return load_module(_TILE_HEADER + _callable_tile(source, fname), prefix="tile")
+
+
+def tile_imports(dual_sources: list[tuple[int, str, str]]) -> str:
+    """Import lines for the drivers: each activation's tile lives in a module of its own
+    (:func:`tile_module`), so it is compiled once per activation and shared by every engine
+    and layout that uses it: a new combination of known activations compiles only its small
+    driver."""
+    return "".join(f"from {tile_module(source, fname).__name__} import {fname}\n" for _, fname, source in dual_sources)
 
 
 def build_engine_source(dual_sources: list[tuple[int, str, str]]) -> str:
