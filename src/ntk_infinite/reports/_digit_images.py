@@ -13,9 +13,8 @@ folds, so the differences are paired.
 Cost decides the protocol. The GlobalAvgPool kernel needs the full P × P = 64 × 64 state per
 pair of images and layer; at the engine's measured ~0.25–0.5 µs per (pair × layer × position
 pair) a Gram matrix of all 1797 digits costs 1797²/2 · 64² · depth entries, about an hour
-per layer. A stratified subsample of ``image_n`` digits (4e2 by default: about 3 minutes for
-two Conv layers) keeps the table to minutes; the Flatten kernel carries one number per
-position (P = 64), 64 times cheaper. Every Gram matrix is timed and reported per entry.
+per layer; all 1797 digits (``image_n``) with depths 1–3 take a few minutes; the Flatten kernel
+carries one number per position (P = 64), 64 times cheaper. Every Gram matrix is timed and reported per entry.
 
 Pixels: the CNN kernels see the images standardised with one mean and one standard
 deviation over all pixels (per-pixel scaling would distort the translation structure a
@@ -111,19 +110,19 @@ def render_images(res: dict, cfg: Config) -> list:
     lines = [
         "## Digits as 8×8 images: convolutional kernels",
         "",
-        f"A stratified subsample of {n} of the 1797 digits (≈ {n // 10} per class; the main table's digits row uses "
-        "all of them), as images (n, 8, 8, 1). "
+        (f"All {n} digits" if n >= 1797 else
+         f"A stratified subsample of {n} of the 1797 digits (≈ {n // 10} per class; the main table's digits row uses "
+         "all of them)") + ", as images (n, 8, 8, 1). "
         f"CNN-GP / CNTK: kernel regression at t = ∞ with `depth*(Conv((3, 3), SAME, {cfg.w_std:.4g}, {cfg.b_std:g}) "
         f"> ReLU) > READOUT > Dense({cfg.w_std:.4g}, {cfg.b_std:g})`, depth ∈ {{{depths}}}, READOUT GlobalAvgPool "
         "(GAP) or Flatten, tuned jointly with the ridge exactly as the MLP rows. All methods run on the same "
-        f"subsample with the same {cfg.outer_folds}-fold outer / {cfg.inner_folds}-fold inner splits, so the "
+        f"images with the same {cfg.outer_folds}-fold outer / {cfg.inner_folds}-fold inner splits, so the "
         "differences below are paired. The CNN kernels see pixels standardised with one mean and standard deviation; "
         "the MLP/RBF rows see per-pixel standardisation, as in the main table.",
         "",
-        f"Why a subsample and depth {depths}: the GAP kernel carries all 64 × 64 position pairs per pair of images and "
-        "layer; at the measured cost below, all 1797 digits would take about "
-        f"{_full_estimate(res):.0f} min per Conv layer for the GAP Gram matrix alone. The Flatten kernel needs only "
-        "the 64 same-position entries.",
+        "Cost: the GAP kernel carries all 64 × 64 position pairs per pair of images and layer, the Flatten kernel only "
+        f"the 64 same-position entries; at the measured cost below, all 1797 digits take about "
+        f"{_full_estimate(res):.1f} min per Conv layer for the GAP Gram matrix.",
         "",
         "| method | accuracy % | − MLP NTK (paired) | − RBF kernel ridge (paired) | depth chosen |",
         "|---|---|---|---|---|",

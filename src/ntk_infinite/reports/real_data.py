@@ -24,8 +24,7 @@ over 90 UCI data sets.
 
 A second section (:mod:`ntk_infinite.reports._digit_images`) treats the digits as 8×8 images:
 CNN-GP and CNTK kernels with GlobalAvgPool and Flatten readouts beside the MLP and RBF
-methods, by the same nested cross-validation on a stratified subsample (``Config.image_n``)
-whose size the cost of the GlobalAvgPool kernel sets.
+methods, by the same nested cross-validation on ``Config.image_n`` digits (all of them by default).
 
 Run: ``ntk-infinite tables --only real_data`` or ``python benchmarks/real_data.py``.
 """
@@ -70,8 +69,8 @@ FULL = Config(
     Cs=tuple(10.0 ** np.arange(-1.0, 3.01, 0.5)),
     outer_folds=5,
     inner_folds=4,
-    image_n=400,
-    conv_depths=(2,),
+    image_n=1797,
+    conv_depths=(1, 2, 3),
 )
 QUICK = Config(
     datasets=("iris", "diabetes"),
