@@ -24,7 +24,7 @@ from ntk_infinite.evaluate._spatial_numerics import (init_full, init_diag, conv_
 _FULL = '''
 
 @nb.njit(nogil=True, **JIT_OPTIONS)
-def full_tiles(X1, X2, inv1, inv2, V2, pts2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT, AXR, AXN, GRID,
+def full_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT, AXR, AXN, GRID,
                PP1, PP2, PRM, out_s, out_t, tiles, tile, want_nngp, want_ntk, symmetric):
     n1 = out_s.shape[0] if want_nngp else out_t.shape[0]
     n2 = out_s.shape[1] if want_nngp else out_t.shape[1]
@@ -42,7 +42,7 @@ def full_tiles(X1, X2, inv1, inv2, V2, pts2, SQ1, SQ2, ops, wb, tabs, kdiv, pin,
         rho = work_view(W, 0, bi * P0, bj * P0)
         sn2 = work_view(W, 1, bi * P0, bj * P0)
         t = work_view(W, 2, bi * P0, bj * P0) if want_ntk else dummy
-        init_full(rho, sn2, t, X1, X2, inv1, inv2, V2, pts2, I0, J0, bi, bj, P0, want_ntk)
+        init_full(rho, sn2, t, X1, inv1, V2, I0, J0, bi, bj, P0, want_ntk)
         P = P0
         for l in range(L):
             op = ops[l]
@@ -86,7 +86,7 @@ def _store(rho, t, out_s, out_t, sqf1, sqf2, I0, J0, bi, bj, want_nngp, want_ntk
 _DIAG = '''
 
 @nb.njit(nogil=True, **JIT_OPTIONS)
-def diag_tiles(X1, X2, inv1, inv2, V2, pts2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT, AXR, AXN, GRID,
+def diag_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT, AXR, AXN, GRID,
                PP1, PP2, PRM, out_s, out_t, tiles, tile, want_nngp, want_ntk, symmetric):
     n1 = out_s.shape[0] if want_nngp else out_t.shape[0]
     n2 = out_s.shape[1] if want_nngp else out_t.shape[1]
@@ -104,7 +104,7 @@ def diag_tiles(X1, X2, inv1, inv2, V2, pts2, SQ1, SQ2, ops, wb, tabs, kdiv, pin,
         rho = W[0, :P0 * bi * bj].reshape((P0, bi, bj))
         sn2 = W[1, :P0 * bi * bj].reshape((P0, bi, bj))
         t = W[2, :P0 * bi * bj].reshape((P0, bi, bj)) if want_ntk else dummy
-        init_diag(rho, sn2, t, X1, X2, inv1, inv2, V2, pts2, I0, J0, bi, bj, P0, want_ntk)
+        init_diag(rho, sn2, t, X1, inv1, V2, n2, I0, J0, bi, bj, P0, want_ntk)
         P = P0
         for l in range(L):
             op = ops[l]

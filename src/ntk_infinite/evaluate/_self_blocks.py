@@ -55,8 +55,8 @@ class SelfBlocks:
     blocks (otherwise they are dropped image by image).
     """
 
-    def __init__(self, program, plan, F, inv, V, pts, want_ntk):
-        self.program, self.plan, self.F, self.inv, self.V, self.pts = program, plan, F, inv, V, pts
+    def __init__(self, program, plan, F, inv, V, want_ntk):
+        self.program, self.plan, self.F, self.inv, self.V = program, plan, F, inv, V
         self.want_ntk = want_ntk
         self.start = 0
         self.stored = None
@@ -96,7 +96,7 @@ class SelfBlocks:
             P = self.F.shape[1]
             rho, sn2 = np.empty((P, P)), np.empty((P, P))
             t = np.empty((P, P)) if want_ntk else self.dummy
-            init_full(rho, sn2, t, self.F, self.F, self.inv, self.inv, self.V, self.pts, i, i, 1, 1, P, want_ntk)
+            init_full(rho, sn2, t, self.F, self.inv, self.V, i, i, 1, 1, P, want_ntk)
         else:
             rho, sn2, t = (a.copy() for a in self.stored[i])
         for l in range(self.start, l_pool):

@@ -54,73 +54,53 @@ _NEAR_INPUT = 1e-4
 
 
 @nb.njit(**JIT_INLINE)
-def _input_entry(x1, x2, inv1, inv2):
-    """(ρ, sin²θ) of two channel vectors: ρ from the dot product, sin²θ from |u−v||u+v|/2 of
-    the unit vectors when the pair is nearly collinear (no cancellation)."""
-    C = x1.shape[0]
-    dot = 0.0
-    for c in range(C):
-        dot += x1[c] * x2[c]
-    rho = min(max(dot * inv1 * inv2, -1.0), 1.0)
-    sn2 = (1.0 - rho) * (1.0 + rho)
-    if inv1 == 0.0 or inv2 == 0.0:
-        return 0.0, 0.0
-    if sn2 < _NEAR_INPUT:
-        dm = 0.0
-        dp = 0.0
-        for c in range(C):
-            u = x1[c] * inv1
-            v = x2[c] * inv2
-            dm += (u - v) * (u - v)
-            dp += (u + v) * (u + v)
-        sn2 = min(0.25 * dm * dp, 1.0)
-    return rho, sn2
-
-
-@nb.njit(**JIT_INLINE)
-def _input_row(rr, ss, x1, i1, V2, start, X2, inv2, points):
-    """One row of Σ⁰ in normalised form: ρ to a row of points of X2 from the unit channel vectors
-    (``V2[c, start + col]``, transposed so the loop over columns vectorises), sin²θ = (1−ρ)(1+ρ),
-    then nearly collinear entries redone by :func:`_input_entry`; ``points[col]`` = (image,
-    position) of column col in X2."""
+def _input_row(rr, ss, dm, dp, x1, i1, V2, start):
+    """One row of Σ⁰ in normalised form, against a row of unit channel vectors of X2
+    (``V2[c, start + col]``, transposed so every loop over columns vectorises): ρ = u·v, and
+    sin²θ = (1 − ρ)(1 + ρ) or, for nearly collinear pairs, ¼|u − v|²|u + v|² (no cancellation;
+    exactly 0 for collinear ones, e.g. every pair of a one-channel input). ``dm``, ``dp``: scratch."""
     m = rr.shape[0]
     for col in range(m):
         rr[col] = 0.0
+        dm[col] = 0.0
+        dp[col] = 0.0
     for c in range(V2.shape[0]):
         u = x1[c] * i1
         vc = V2[c, start:start + m]
         for col in range(m):
-            rr[col] += u * vc[col]
+            v = vc[col]
+            rr[col] += u * v
+            dm[col] += (u - v) * (u - v)
+            dp[col] += (u + v) * (u + v)
     for col in range(m):
         r = min(max(rr[col], -1.0), 1.0)
         rr[col] = r
-        ss[col] = (1.0 - r) * (1.0 + r)
-    for col in range(m):
-        if ss[col] < _NEAR_INPUT or i1 == 0.0:
-            j = points[start + col, 0]
-            q = points[start + col, 1]
-            rr[col], ss[col] = _input_entry(x1, X2[j, q], i1, inv2[j, q])
+        direct = (1.0 - r) * (1.0 + r)
+        ss[col] = direct if direct >= _NEAR_INPUT else min(0.25 * dm[col] * dp[col], 1.0)
 
 
 @nb.njit(**JIT_OPTIONS)
-def init_full(rho, sn2, t, X1, X2, inv1, inv2, V2, pts2, I0, J0, bi, bj, P, want_ntk):
+def init_full(rho, sn2, t, X1, inv1, V2, I0, J0, bi, bj, P, want_ntk):
     """Σ⁰ of a full tile: X1 (n1, P, C), inverse channel norms inv1 (n1, P), V2 (C, n2·P) the unit
-    channel vectors of X2 image-major, pts2 the (image, position) of each of its points."""
+    channel vectors of X2 image-major."""
+    dm = np.empty(bj * P)
+    dp = np.empty(bj * P)
     for a in range(bi):
         for p in range(P):
             r = a * P + p
-            _input_row(rho[r], sn2[r], X1[I0 + a, p], inv1[I0 + a, p], V2, J0 * P, X2, inv2, pts2)
+            _input_row(rho[r], sn2[r], dm, dp, X1[I0 + a, p], inv1[I0 + a, p], V2, J0 * P)
     if want_ntk:
         t[:, :] = 0.0
 
 
 @nb.njit(**JIT_OPTIONS)
-def init_diag(rho, sn2, t, X1, X2, inv1, inv2, V2, pts2, I0, J0, bi, bj, P, want_ntk):
-    """Σ⁰ of a diagonal tile (P, bi, bj); V2 (C, P·n2) position-major, pts2 likewise."""
-    n2 = X2.shape[0]
+def init_diag(rho, sn2, t, X1, inv1, V2, n2, I0, J0, bi, bj, P, want_ntk):
+    """Σ⁰ of a diagonal tile (P, bi, bj); V2 (C, P·n2) position-major."""
+    dm = np.empty(bj)
+    dp = np.empty(bj)
     for p in range(P):
         for a in range(bi):
-            _input_row(rho[p, a], sn2[p, a], X1[I0 + a, p], inv1[I0 + a, p], V2, p * n2 + J0, X2, inv2, pts2)
+            _input_row(rho[p, a], sn2[p, a], dm, dp, X1[I0 + a, p], inv1[I0 + a, p], V2, p * n2 + J0)
     if want_ntk:
         t[:, :, :] = 0.0
 

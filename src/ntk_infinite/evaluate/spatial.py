@@ -179,7 +179,7 @@ class SpatialProgram:
         blocks = None
         if self.layout == "full" and pools:
             inv = _inverse_norms(X)
-            blocks = SelfBlocks(self, plan, X, inv, *_unit_columns(X, inv, False), want_ntk)
+            blocks = SelfBlocks(self, plan, X, inv, _unit_columns(X, inv, False), want_ntk)
         qs, tds, data, params, err = [q], [td], [], [], 0.0
         for l, step in enumerate(self.steps):
             m = plan.maps[l]
@@ -249,8 +249,7 @@ class SpatialProgram:
             tiles = tiles[tiles[:, 0] != tiles[:, 1]]  # each image with itself comes from the point pass
         driver = self.module.diag_tiles if position_major else self.module.full_tiles
         dummy = np.empty((1, 1))
-        V2, pts2 = _unit_columns(F2, inv2, position_major)
-        args = (F1, F2, inv1, inv2, V2, pts2, SQ1, SQ2, plan.ops, plan.wb, plan.tabs, plan.kdiv, plan.pin, plan.pout,
+        args = (F1, inv1, _unit_columns(F2, inv2, position_major), SQ1, SQ2, plan.ops, plan.wb, plan.tabs, plan.kdiv, plan.pin, plan.pout,
                 *plan.axes, PP1, PP2, prm, out_s if want_nngp else dummy, out_t if want_ntk else dummy)
 
         def run(chunk):
@@ -388,15 +387,13 @@ def _data_arrays(data, qs, n1, n2, position_major):
 
 
 def _unit_columns(F, inv, position_major):
-    """(V, pts): the unit channel vectors of images F (n, P, C) as columns V[c, point] and the
-    (image, position) of each point, image-major (i·P + p) or position-major (p·n + i)."""
-    n, P, C = F.shape
+    """The unit channel vectors of images F (n, P, C) as columns V[c, point], image-major
+    (i·P + p) or position-major (p·n + i)."""
+    C = F.shape[2]
     U = F * inv[:, :, None]
-    img, pos = np.meshgrid(np.arange(n), np.arange(P), indexing="ij")
     if position_major:
-        U, img, pos = U.transpose(1, 0, 2), img.T, pos.T
-    V = np.ascontiguousarray(U.reshape(-1, C).T)
-    return V, np.ascontiguousarray(np.stack([img.ravel(), pos.ravel()], axis=1), dtype=np.int64)
+        U = U.transpose(1, 0, 2)
+    return np.ascontiguousarray(U.reshape(-1, C).T)
 
 
 def _inverse_norms(F):
