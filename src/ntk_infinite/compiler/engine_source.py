@@ -182,12 +182,11 @@ def _callable_tile(source: str, fname: str) -> str:
     driver at the Numba-IR level): it runs once per tile and layer, so the call costs nothing,
     while IR inlining made every driver retype and re-optimise each tile's body. Its scalar
     helpers stay inlined (they sit in the vectorised entry loops)."""
-    head = f"@nb.njit(**JIT_INLINE)\ndef {fname}("
-    if head in source:
-        return source.replace(head, f"@nb.njit(**JIT_OPTIONS)\ndef {fname}(", 1)
-    if f"@nb.njit(**JIT_OPTIONS)\ndef {fname}(" not in source:
-        raise ValueError(f"tile source of {fname!r} lacks the expected decorator line")
-    return source
+    for head in (f"@nb.njit(**JIT_INLINE)\ndef {fname}(", f"@nb.njit(**JIT_OPTIONS)\ndef {fname}("):
+        if head in source:
+            # nogil: the point pass also calls tiles from several Python threads.
+            return source.replace(head, f"@nb.njit(nogil=True, **JIT_OPTIONS)\ndef {fname}(", 1)
+    raise ValueError(f"tile source of {fname!r} lacks the expected decorator line")
 
 
 def tile_module(source: str, fname: str):

@@ -15,6 +15,9 @@ and NTK diagonal that the next stage starts from.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numba as nb
 import numpy as np
 
@@ -26,7 +29,7 @@ from ._spatial_numerics import FULL_SLOTS, conv_full, init_full, pool_full, work
 __all__ = ["SelfBlocks"]
 
 
-@nb.njit(**JIT_OPTIONS)
+@nb.njit(nogil=True, **JIT_OPTIONS)
 def pooled_variances(rho, sq, base, tab, k, out):
     """out[u] = (1/k²) Σ_{o,o'} c[tab[u,o], tab[u,o']] of one image's block in normalised form
     (c = ρ √q √q', √q from ``sq[base + p]``): its pooled variances."""
@@ -60,8 +63,6 @@ class SelfBlocks:
         self.want_ntk = want_ntk
         self.start = 0
         self.stored = None
-        P0 = F.shape[1]
-        self.W = np.empty((FULL_SLOTS, P0 * P0))
         self.dummy = np.empty((1, 1))
 
     def pool(self, l, qs, tds, data, params, keep):
@@ -72,24 +73,38 @@ class SelfBlocks:
         q_out = np.empty((n, Po))
         td_out = np.zeros((n, Po))
         sq_out = np.empty(n * Po)
-        stored = [] if keep else None
-        for i in range(n):
-            rho, sn2, t = self._advance(i, l, sq, data, params)
-            pooled_variances(rho, sq[l], i * Pi, m.table, m.divisor, q_out[i])
-            sq_out[i * Po:(i + 1) * Po] = np.sqrt(q_out[i])
-            nr, ns = np.empty((Po, Po)), np.empty((Po, Po))
-            nt = np.empty((Po, Po)) if self.want_ntk else self.dummy
-            pool_full(rho, sn2, t, nr, ns, nt, m.table, m.divisor, Pi, Po, sq[l], sq[l], sq_out, sq_out,
-                      i, i, 1, 1, self.want_ntk, True)
-            if self.want_ntk:
-                td_out[i] = np.diagonal(nt)
-            if keep:
-                stored.append((nr, ns, nt))
+        stored = [None] * n if keep else None
+
+        def images(first, stop):
+            # The jitted maps release the GIL, so images split over threads run in parallel;
+            # each thread has its own workspace and writes only its own images' rows.
+            W = np.empty((FULL_SLOTS, self.F.shape[1] ** 2))
+            for i in range(first, stop):
+                rho, sn2, t = self._advance(i, l, sq, data, params, W)
+                pooled_variances(rho, sq[l], i * Pi, m.table, m.divisor, q_out[i])
+                sq_out[i * Po:(i + 1) * Po] = np.sqrt(q_out[i])
+                nr, ns = np.empty((Po, Po)), np.empty((Po, Po))
+                nt = np.empty((Po, Po)) if self.want_ntk else self.dummy
+                pool_full(rho, sn2, t, nr, ns, nt, m.table, m.divisor, Pi, Po, sq[l], sq[l], sq_out, sq_out,
+                          i, i, 1, 1, self.want_ntk, True)
+                if self.want_ntk:
+                    td_out[i] = np.diagonal(nt)
+                if keep:
+                    stored[i] = (nr, ns, nt)
+
+        threads = max(1, min(numba.get_num_threads(), n))
+        bounds = np.linspace(0, n, threads + 1).astype(int)
+        if threads == 1:
+            images(0, n)
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                for f in [pool.submit(images, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
+                    f.result()
         self.stored = stored
         self.start = l + 1
         return q_out, td_out
 
-    def _advance(self, i, l_pool, sq, data, params):
+    def _advance(self, i, l_pool, sq, data, params, W):
         """Image i's block in normalised form (ρ, sin²θ, Θ) just before step ``l_pool``."""
         want_ntk, plan = self.want_ntk, self.plan
         if self.stored is None:
@@ -112,7 +127,7 @@ class SelfBlocks:
             nr, ns = np.empty((Po, Po)), np.empty((Po, Po))
             nt = np.empty((Po, Po)) if want_ntk else self.dummy
             AXM, AXT, AXR, AXN, GRID = plan.axes
-            conv_full(rho, sn2, t, nr, ns, nt, self.W, m.table, m.divisor, Pi, Po, sq[l], sq[l], sq[l + 1],
+            conv_full(rho, sn2, t, nr, ns, nt, W, m.table, m.divisor, Pi, Po, sq[l], sq[l], sq[l + 1],
                       sq[l + 1], i, i, 1, 1, step.w2, step.b2, m.op == OP_SAME_OFFSET,
                       want_ntk, AXM[l], AXT[l], AXR[l], AXN[l], GRID[l])
             rho, sn2, t = nr, ns, nt

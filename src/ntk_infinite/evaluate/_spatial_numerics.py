@@ -79,7 +79,7 @@ def _input_row(rr, ss, dm, dp, x1, i1, V2, start):
         ss[col] = direct if direct >= _NEAR_INPUT else min(0.25 * dm[col] * dp[col], 1.0)
 
 
-@nb.njit(**JIT_OPTIONS)
+@nb.njit(nogil=True, **JIT_OPTIONS)
 def init_full(rho, sn2, t, X1, inv1, V2, I0, J0, bi, bj, P, want_ntk):
     """Σ⁰ of a full tile: X1 (n1, P, C), inverse channel norms inv1 (n1, P), V2 (C, n2·P) the unit
     channel vectors of X2 image-major."""
@@ -174,7 +174,7 @@ def work_view(W, slot, rows, cols):
 FULL_SLOTS = 10
 
 
-@nb.njit(**JIT_OPTIONS)
+@nb.njit(nogil=True, **JIT_OPTIONS)
 def conv_full(rho, sn2, t, nr, ns, nt, W, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, w2, b2, affine,
               want_ntk, meta, axtab, runs, nruns, grid):
     """Same-offset sum on a full tile (bi·Pi, bj·Pi) -> (bi·Po, bj·Po) into (nr, ns, nt),
@@ -457,7 +457,7 @@ def _same_offset_entry_diag(rho, sn2, t, tu, n1, n2, sqa, sqb, i, j, a, b, want_
     return _collinear_sums(v[0], v[1], v[2], v[3], v[4], want_ntk)
 
 
-@nb.njit(**JIT_OPTIONS)
+@nb.njit(nogil=True, **JIT_OPTIONS)
 def pool_full(rho, sn2, t, out_r, out_s, out_t, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, want_ntk,
               self_pair=False):
     """Independent-offset average on a full tile: c̃[u, v] = (1/k²) Σ_{o, o'} c[tab[u, o], tab[v, o']]
