@@ -75,6 +75,16 @@ class _Step:
         return ""
 
 
+class _WindowStep(_Step):
+    """A window map (Conv, AvgPool): its text and LaTeX lines come from one ``_lines(index)``."""
+
+    def formula_text(self, index: int = 1, spatial: bool = True):
+        return self._lines(index)[0]
+
+    def formula_latex(self, index: int = 1, spatial: bool = True):
+        return self._lines(index)[1]
+
+
 @dataclass(frozen=True)
 class Affine(_Step):
     r"""A Dense layer: :math:`\Sigma \leftarrow \sigma_w^2\Sigma + \sigma_b^2`,
@@ -165,7 +175,7 @@ def _window_lines(index, head_text, head_latex, window, paired, theta_adds):
 
 
 @dataclass(frozen=True)
-class ConvStep(_Step):
+class ConvStep(_WindowStep):
     r"""Conv: same-offset sum of the position pairs, then the affine map (docs/DESIGN.md; Novak
     et al. 2019; Arora et al. 2019),
 
@@ -212,18 +222,12 @@ class ConvStep(_Step):
         return _window_lines(index, f"{number_text(self.w2)}/{k}", rf"\frac{{{sp.latex(w2)}}}{{{k}}}",
                              self.layer.filter_shape, True, (b2, add))
 
-    def formula_text(self, index: int = 1, spatial: bool = True):
-        return self._lines(index)[0]
-
-    def formula_latex(self, index: int = 1, spatial: bool = True):
-        return self._lines(index)[1]
-
     def formula_where(self) -> str:
         return window_where("filter", "k", self.layer.filter_shape, self.layer.strides, self.layer.padding)
 
 
 @dataclass(frozen=True)
-class PoolStep(_Step):
+class PoolStep(_WindowStep):
     r"""AvgPool: independent-offset average on both positions, for Σ and Θ alike (Novak et al. 2019),
 
     .. math::
@@ -245,12 +249,6 @@ class PoolStep(_Step):
     def _lines(self, index):
         k = math.prod(self.layer.window_shape)
         return _window_lines(index, f"1/{k}^2", rf"\frac{{1}}{{{k}^2}}", self.layer.window_shape, False, (None, None))
-
-    def formula_text(self, index: int = 1, spatial: bool = True):
-        return self._lines(index)[0]
-
-    def formula_latex(self, index: int = 1, spatial: bool = True):
-        return self._lines(index)[1]
 
     def formula_where(self) -> str:
         return window_where("window", "w", self.layer.window_shape, self.layer.strides, self.layer.padding)
