@@ -400,7 +400,20 @@ def _render(rows, mach, quick, repeats, budget, fpc, nt, command, seconds, parti
         "limit s | × limit | NT s | NT first s | NT ms/entry | NT peak MiB | speed-up |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    notes = []
+    timing, notes = _timing_rows(rows, rate)
+    lines += timing + _agreement_lines(rows)
+    if notes:
+        lines += ["", "Failures:", ""] + [f"- {note}" for note in notes]
+    loads = [res["load"] for r in rows for res in (r["ours"], r["nt"]) if res and "load" in res]
+    if loads:
+        lines += ["", f"1-minute load average at the end of each case: {min(loads):.2f}–{max(loads):.2f} "
+                      "(a case keeping both cores busy adds up to 2; more means other work slowed the run)."]
+    return "\n".join(lines) + "\n"
+
+
+def _timing_rows(rows, rate):
+    """Table rows of the timing table, and notes on failed cases."""
+    lines, notes = [], []
     for r in rows:
         o, t = r["ours"], r["nt"]
         o_ok = o is not None and "error" not in o
@@ -424,6 +437,12 @@ def _render(rows, mach, quick, repeats, budget, fpc, nt, command, seconds, parti
                           f"{o['seconds'] / limit:.1f}" if (o_ok and limit) else "—"]
         cells.append(f"{t['seconds'] / o['seconds']:.1f}×" if (o_ok and t_ok) else "—")
         lines.append("| " + " | ".join(cells) + " |")
+    return lines, notes
+
+
+def _agreement_lines(rows):
+    """The agreement section: heading, explanation and table."""
+    lines = []
     lines += ["", "## Agreement with neural-tangents", "",
               "Max relative difference |ours − theirs| / |theirs| over the entries of K(X) off the diagonal "
               "(x ≠ x'), and separately on it: for x = x' every same-position entry has correlation 1, where "
@@ -439,10 +458,4 @@ def _render(rows, mach, quick, repeats, budget, fpc, nt, command, seconds, parti
             g = lambda k, w: (f"{a[k][w]:.1e}" if w in a[k] else a[k].get("error", "—"))
             cells = [g("nngp", "off"), g("ntk", "off"), g("nngp", "diag"), g("ntk", "diag")]
         lines.append(f"| {READOUTS[r['readout']]} | {shape_name(r['shape'])} | {r['n']} | " + " | ".join(cells) + " |")
-    if notes:
-        lines += ["", "Failures:", ""] + [f"- {note}" for note in notes]
-    loads = [res["load"] for r in rows for res in (r["ours"], r["nt"]) if res and "load" in res]
-    if loads:
-        lines += ["", f"1-minute load average at the end of each case: {min(loads):.2f}–{max(loads):.2f} "
-                      "(a case keeping both cores busy adds up to 2; more means other work slowed the run)."]
-    return "\n".join(lines) + "\n"
+    return lines
