@@ -27,6 +27,12 @@ except ImportError:  # pragma: no cover - until the library lands
 #: compile drops Identity layers, leaving the Dense layers' exact affine maps.
 CASE_ROUTES = {"relu": "closed form", "identity": "closed form", "tanh-series": "series", **CASE_ROUTES}
 CASES = CORE_CASES + [case for case in ACTIVATION_CASES if case[0] not in dict(CORE_CASES)]
+#: One case per route and family runs by default (each compiles an engine of its own); the
+#: other activations' contracts are in the slow run.
+DEFAULT_CASES = {"relu", "identity", "tanh-series", "leaky_relu", "step", "polynomial", "erf", "sympy_closed_form",
+                 "silu", "elu", "kinked_callable"}
+CONTRACT_PARAMS = [pytest.param(*case, id=case[0], marks=() if case[0] in DEFAULT_CASES else pytest.mark.slow)
+                   for case in CASES]
 
 
 @st.composite
@@ -119,7 +125,7 @@ def check_contract(arch, X, seed, route):
         _close(np.where(well_posed, getattr(k_rot, name), K), K, rot_rtol, f"{name}: not rotation invariant")
 
 
-@pytest.mark.parametrize("case_id, activation", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case_id, activation", CONTRACT_PARAMS)
 def test_contract(case_id, activation):
     # The core routes get the default example budget; each library activation a smaller one
     # (they share those routes), which keeps the whole suite within CI's budget.
