@@ -31,7 +31,6 @@ import numpy as np
 
 from ..compiler.duals.partials import dual_partials
 from ..compiler.steps import is_trainable
-from ..errors import InputError, as_input_array
 from ..kernel import CompiledKernel, compile
 from ..results import parse_get
 
@@ -172,21 +171,20 @@ def kernel_gradients(kernel, X1, X2=None, *, get=("nngp", "ntk")) -> KernelGradi
     """
     want_nngp, want_ntk = parse_get(get)
     compiled = kernel if isinstance(kernel, CompiledKernel) else compile(kernel)
+    X1 = compiled.check_inputs(X1, "X1")  # (n, d) rows or (n, S₁, …, S_k, C) images
+    X2 = None if X2 is None else compiled.check_inputs(X2, "X2", like=X1)
     if compiled.spatial:
         return _spatial_kernel_gradients(compiled, X1, X2, want_nngp, want_ntk)
-    arch = compiled.architecture
-    X1 = as_input_array(X1, "X1")
+    return _dense_kernel_gradients(compiled, X1, X2, want_nngp, want_ntk)
+
+
+def _dense_kernel_gradients(compiled, X1, X2, want_nngp, want_ntk) -> KernelGradients:
+    """:func:`kernel_gradients` of a dense architecture, rows in blocks of bounded memory."""
     symmetric = X2 is None
-    if not symmetric:
-        X2 = as_input_array(X2, "X2")
-        if X2.shape[1] != X1.shape[1]:
-            raise InputError(
-                f"X2 has {X2.shape[1]} features but X1 has {X1.shape[1]}; pass arrays with the same number of columns."
-            )
     Xb = X1 if symmetric else X2
     d = X1.shape[1]
     steps = compiled.program.steps
-    names = parameter_names(arch)
+    names = parameter_names(compiled.architecture)
     P = len(names)
     dense_params = _step_params(steps)
     partials = [dual_partials(step) if step.role == "activation" else None for step in steps]
@@ -229,8 +227,6 @@ def _spatial_kernel_gradients(compiled, X1, X2, want_nngp, want_ntk) -> KernelGr
     from .spatial_gradients import _Recursion, spatial_gradients
 
     symmetric = X2 is None
-    X1 = compiled.check_inputs(X1, "X1")  # validated (n, S₁, …, S_k, C) float64 images
-    X2 = None if X2 is None else compiled.check_inputs(X2, "X2", like=X1)
     n1, C = X1.shape[0], X1.shape[-1]
     F1 = X1.reshape(n1, -1, C)
     F2 = F1 if symmetric else X2.reshape(X2.shape[0], -1, C)
