@@ -119,9 +119,8 @@ class SelfBlocks:
             Pi = int(plan.pin[l])
             if isinstance(step, Dual):
                 fn = getattr(self.program.module, self.program.tile_name(step))
-                pp = data[l] if data[l] is not None else self.dummy
-                fn(rho, sn2, t, i * Pi, i * Pi, sq[l], sq[l], sq[l + 1], sq[l + 1], np.ascontiguousarray(pp),
-                   np.ascontiguousarray(pp), params[l], want_ntk)
+                pp = data[l] if data[l] is not None else self.dummy  # contiguous (point pass)
+                fn(rho, sn2, t, i * Pi, i * Pi, sq[l], sq[l], sq[l + 1], sq[l + 1], pp, pp, params[l], want_ntk)
                 continue
             Po = int(plan.pout[l])
             nr, ns = np.empty((Po, Po)), np.empty((Po, Po))

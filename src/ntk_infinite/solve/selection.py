@@ -443,17 +443,7 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
     for compiled in compiled_archs:
         K = getattr(compiled(X, get=get), get)
         lam = grid if grid is not None else float(np.mean(np.diag(K))) * 10.0 ** np.arange(-8.0, 1.01, 0.5)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", IllConditionedWarning)
-            if criterion == "ml":
-                scores = log_marginal_likelihood_path(K, Y, lam)
-            else:
-                loo = loo_ridge(K, Y, lam)
-                if task == "classification":
-                    scores = np.where(np.isfinite(loo.mse), np.mean(np.argmax(loo.predictions, axis=-1) == codes, axis=-1),
-                                      -np.inf)
-                else:
-                    scores = -loo.mse
+        scores = _scores(K, Y, lam, criterion, codes)
         text = compiled.architecture.to_text() if _textual(compiled.architecture) else repr(compiled.architecture)
         for r, sc in zip(lam, scores):
             records.append({"arch": text, "ridge": float(r), "score": float(sc)})
@@ -465,6 +455,19 @@ def select(X, y, archs, ridges=None, *, criterion: str = "loo", get: str = "ntk"
             "mean(diag K)·1e-6 and above)."
         )
     return Selection(best[0], best[1], best[2], criterion, get, task, tuple(records))
+
+
+def _scores(K, Y, lam, criterion, codes):
+    """Score of each ridge in ``lam`` (higher is better): the log marginal likelihood, or the
+    leave-one-out accuracy (classification, ``codes`` the class indices) or −MSE."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedWarning)
+        if criterion == "ml":
+            return log_marginal_likelihood_path(K, Y, lam)
+        loo = loo_ridge(K, Y, lam)
+    if codes is not None:
+        return np.where(np.isfinite(loo.mse), np.mean(np.argmax(loo.predictions, axis=-1) == codes, axis=-1), -np.inf)
+    return -loo.mse
 
 
 def _common_inputs(kernels, X) -> np.ndarray:
