@@ -158,24 +158,28 @@ def mp_relu_kernels(arch, x1, x2, dps=50):
 # ================================================================ kernel regression
 # Dense linear algebra exactly as the formulas read: explicit inverses, scipy.linalg.expm,
 # explicit refits. Slow and obvious; for a few dozen points only.
-def naive_gd_mse(ntk_tt, ntk_st, nngp_tt, nngp_st, nngp_ss, Y, t, ridge=0.0, get="ntk"):
-    """(mean, cov) of Lee et al. (2019), eqs. 15-16, with Θ + λI and K + λI for the training blocks.
+def naive_gd_mse(ntk_tt, ntk_st, nngp_tt, nngp_st, nngp_ss, Y, t, ridge=0.0, get="ntk", ridge_model="flow"):
+    """(mean, cov) of Lee et al. (2019), eqs. 15-16, with Θ + λI for the trained kernel.
 
-    get="nngp" uses the NNGP in both roles. t = inf uses the plain inverse.
+    The prior covariance of the training outputs in the middle of the covariance is K under
+    ridge_model="flow" (the initial outputs are not regularised), K + λI under "offset" and
+    whenever get="nngp" (Bayesian inference with noise variance λ). get="nngp" uses the NNGP
+    in both roles. t = inf uses the plain inverse.
     """
     from scipy.linalg import expm
 
     n = ntk_tt.shape[0] if ntk_tt is not None else nngp_tt.shape[0]
-    K = nngp_tt + ridge * np.eye(n)
+    K_reg = nngp_tt + ridge * np.eye(n)
     if get == "nngp":
-        Th, Ths = K, nngp_st
+        Th, Ths, K_mid = K_reg, nngp_st, K_reg
     else:
         Th, Ths = ntk_tt + ridge * np.eye(n), ntk_st
+        K_mid = nngp_tt if ridge_model == "flow" else K_reg
     inv = np.linalg.inv(Th)
     E = np.eye(n) if np.isinf(t) else np.eye(n) - expm(-Th * t)
     A = Ths @ inv @ E
     mean = A @ Y
-    cov = nngp_ss + A @ K @ A.T - (A @ nngp_st.T + nngp_st @ A.T)
+    cov = nngp_ss + A @ K_mid @ A.T - (A @ nngp_st.T + nngp_st @ A.T)
     return mean, cov
 
 

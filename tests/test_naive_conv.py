@@ -15,10 +15,6 @@ three independent ways before that engine exists:
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 import textwrap
 
 import numpy as np
@@ -27,6 +23,7 @@ from numpy.testing import assert_allclose
 from scipy import stats
 
 import ntk_infinite as nk
+from nt_bridge import run_nt
 from naive import mp_kernels, naive_conv_empirical_nngp, naive_kernels, naive_spatial_kernels
 from tolerances import (CONV_SHIFT_MIN_CHANGE, FALSE_ALARM, NAIVE_RTOL, NETWORK_RTOL, NT_CROSS_RTOL, ROUNDING_ATOL,
                         ROUNDING_RTOL)
@@ -266,14 +263,6 @@ _NT_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _nt_python():
-    exe = shutil.which(os.environ.get("NT_PYTHON") or "/tmp/ntvenv/bin/python")
-    if exe is None:
-        return None
-    probe = subprocess.run([exe, "-c", "import jax, neural_tangents"], capture_output=True)
-    return exe if probe.returncode == 0 else None
-
-
 def _nt_inputs(name, shape):
     seed = sum(map(ord, name))
     return _inputs(shape, 3, seed), _inputs(shape, 2, seed + 1)
@@ -281,21 +270,11 @@ def _nt_inputs(name, shape):
 
 @pytest.fixture(scope="module")
 def nt_results(tmp_path_factory):
-    exe = _nt_python()
-    if exe is None:
-        pytest.skip("neural-tangents not available (set NT_PYTHON or create /tmp/ntvenv)")
-    tmp = tmp_path_factory.mktemp("nt")
     spec = {}
     for name, (shape, layers) in NT_CASES.items():
         X1, X2 = _nt_inputs(name, shape)
         spec[name] = dict(layers=layers, X1=X1.tolist(), X2=X2.tolist())
-    (tmp / "spec.json").write_text(json.dumps(spec))
-    (tmp / "run.py").write_text(_NT_SCRIPT)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([exe, str(tmp / "run.py"), str(tmp / "spec.json"), str(tmp / "out.npz")],
-                          capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(np.load(tmp / "out.npz"))
+    return run_nt(_NT_SCRIPT, spec, tmp_path_factory.mktemp("nt"))
 
 
 @pytest.mark.slow

@@ -48,17 +48,18 @@ def _grams(kernel, X, Xs):
     return tt, st, ss
 
 
+@pytest.mark.parametrize("ridge_model", ["flow", "offset"])
 @pytest.mark.parametrize("get", ["ntk", "nngp"])
 @pytest.mark.parametrize("ridge", [0.0, 0.3])
-def test_matches_naive_dense_algebra(kernel, data, get, ridge):
+def test_matches_naive_dense_algebra(kernel, data, get, ridge, ridge_model):
     X, Xs, Y = data
     tt, st, ss = _grams(kernel, X, Xs)
     times = [0.0, 0.05, 0.7, 9.0, np.inf]
-    pred = nk.predict.gd_mse(kernel, X, Y, ridge=ridge)
+    pred = nk.predict.gd_mse(kernel, X, Y, ridge=ridge, ridge_model=ridge_model)
     out = pred.predict(Xs, t=times, get=get, cov=True)
     assert out.mean.shape == (len(times), 6, 2) and out.cov.shape == (len(times), 6, 6)
     for i, t in enumerate(times):
-        mean, cov = naive_gd_mse(tt.ntk, st.ntk, tt.nngp, st.nngp, ss.nngp, Y, t, ridge, get)
+        mean, cov = naive_gd_mse(tt.ntk, st.ntk, tt.nngp, st.nngp, ss.nngp, Y, t, ridge, get, ridge_model)
         assert_allclose(out.mean[i], mean, rtol=ALGEBRA_RTOL, atol=ALGEBRA_ATOL)
         assert_allclose(out.cov[i], cov, rtol=ALGEBRA_RTOL, atol=ALGEBRA_ATOL)
 
@@ -132,10 +133,12 @@ def pred_inf(kernel, X, Xs, Y, ridge):
 
 @pytest.mark.parametrize("get", ["ntk", "nngp"])
 @pytest.mark.parametrize("ridge", [0.0, 0.2])
-def test_covariance_is_positive_semidefinite(kernel, data, get, ridge):
+@pytest.mark.parametrize("ridge_model", ["flow", "offset"])
+def test_covariance_is_positive_semidefinite(kernel, data, get, ridge, ridge_model):
     X, Xs, Y = data
     Xt = np.vstack([Xs, X[:3]])  # include training points: posterior variance ~ 0 there
-    out = nk.predict.gd_mse(kernel, X, Y, ridge=ridge).predict(Xt, t=[0.0, 0.3, 4.0, np.inf], get=get, cov=True)
+    pred = nk.predict.gd_mse(kernel, X, Y, ridge=ridge, ridge_model=ridge_model)
+    out = pred.predict(Xt, t=[0.0, 0.3, 4.0, np.inf], get=get, cov=True)
     for C in out.cov:
         assert_allclose(C, C.T, rtol=0, atol=0)
         assert np.linalg.eigvalsh(C)[0] >= -PSD_RTOL * np.max(np.abs(C))
@@ -277,3 +280,21 @@ def test_time_array_shape_and_monotone_training_loss(kernel, data):
     loss = 0.5 * np.sum((out.mean - Y) ** 2, axis=(1, 2))
     assert np.all(np.diff(loss) < 0)  # gradient flow decreases the loss
     assert math.isclose(out.t[-1], 1e3, rel_tol=ULP_RTOL)
+
+
+def test_ridge_models_share_the_mean_and_differ_in_the_ntk_covariance(kernel, data):
+    X, Xs, Y = data
+    flow = nk.predict.gd_mse(kernel, X, Y, ridge=0.4).predict(Xs, t=[1.0, np.inf], cov=True)
+    offset = nk.predict.gd_mse(kernel, X, Y, ridge=0.4, ridge_model="offset").predict(Xs, t=[1.0, np.inf], cov=True)
+    assert_allclose(flow.mean, offset.mean, rtol=0, atol=0)
+    # the offset model adds λ·GᵀG (G = E_t(Θ+λI)⁻¹Θ*ᵀ) to the covariance: larger, never smaller
+    gap = offset.cov - flow.cov
+    assert np.min(np.linalg.eigvalsh(gap)) > -1e-12 and np.max(np.abs(gap)) > 1e-3
+
+
+def test_unknown_ridge_model_is_refused(kernel, data):
+    X, _, Y = data
+    with pytest.raises(nk.ParameterError, match=r"ridge_model must be one of \('flow', 'offset'\); got 'gp'.*Use 'flow'"):
+        nk.predict.gd_mse(kernel, X, Y, ridge=0.1, ridge_model="gp")
+    with pytest.raises(nk.ParameterError, match="ridge_model must be one of"):
+        nk.predict.gd_mse_from_gram(kernel(X), Y, ridge=0.1, ridge_model=None)

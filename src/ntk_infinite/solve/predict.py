@@ -19,10 +19,26 @@ where :math:`\Theta_* = \Theta(X^*, X)`, :math:`K_* = K(X^*, X)`, :math:`K_{**} 
 K in every role, and at t = ∞ this is the Bayesian posterior :math:`K_* K^{-1} Y`,
 :math:`K_{**} - K_* K^{-1} K_*^\top`.
 
-The ridge λ replaces the training blocks Θ and K by Θ + λI and K + λI. This is exactly the
-model above with one more trainable parameter per training point, an output offset
-initialised as N(0, λ); the covariance therefore stays a covariance (positive
-semi-definite) for every λ and t.
+The ridge λ. Gradient flow is regularised: the trained kernel Θ becomes Θ + λI in the
+dynamics, :math:`E_t = I - e^{-(\Theta + \lambda I)t}` and :math:`(\Theta + \lambda I)^{-1}`
+above. Two models of what λ means for the covariance (``ridge_model``):
+
+* ``"flow"`` (default; the values of neural-tangents' ``gradient_descent_mse_ensemble`` with
+  ``diag_reg=λ, diag_reg_absolute_scale=True``): the initial outputs keep their prior
+  covariance K, unregularised, in the middle of the NTK covariance,
+  :math:`\Sigma_t = K_{**} + G^\top K G - (K_* G + G^\top K_*^\top)` with
+  :math:`G = E_t(\Theta+\lambda I)^{-1}\Theta_*^\top`. For ``get="nngp"`` (readout only) λ is
+  the observation-noise variance of Bayesian inference: at t = ∞ the GP posterior
+  :math:`K_{**} - K_*(K+\lambda I)^{-1}K_*^\top`, and at finite t
+  :math:`K_{**} - K_*(K+\lambda I)^{-1}(I - e^{-2(K+\lambda I)t})K_*^\top`.
+* ``"offset"``: one more trainable parameter per training point, an output offset initialised
+  as N(0, λ): both training blocks become Θ + λI and K + λI, in every role, so the prior
+  covariance of the training outputs is K + λI also in the NTK covariance.
+
+The means are the same in both models; so are the NNGP covariances. neural-tangents' loss
+is the mean over the n·k training outputs, so its time is this module's t times n·k. Either way the
+covariance is the covariance of a linear map of the jointly Gaussian initial outputs, hence
+positive semi-definite for every λ and t.
 
 Numerics. At t = ∞ the training matrix is Cholesky-factorised; at finite t it is
 eigendecomposed, :math:`\Theta = V\,\mathrm{diag}(s)\,V^\top`, and
@@ -64,6 +80,8 @@ NULL_N_FACTOR = 10.0
 _MAX_EXPONENT = 700.0
 
 _GET = ("ntk", "nngp")
+#: What the ridge means for the covariance (module docstring).
+RIDGE_MODELS = ("flow", "offset")
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -105,6 +123,15 @@ def _check_get(get) -> str:
             f"posterior at t = inf); got {get!r}."
         )
     return get
+
+
+def _check_ridge_model(ridge_model) -> str:
+    if ridge_model not in RIDGE_MODELS:
+        raise ParameterError(
+            f"gd_mse: ridge_model must be one of {RIDGE_MODELS}; got {ridge_model!r}. Use 'flow' (regularised "
+            "gradient flow, neural-tangents' convention) or 'offset' (an N(0, ridge) output offset per training point)."
+        )
+    return ridge_model
 
 
 def _check_times(t):
@@ -301,7 +328,7 @@ def _flow_factor(s: np.ndarray, t: float) -> np.ndarray:
 class GramPredictor:
     r"""Gradient-descent predictor from precomputed Gram matrices (see :func:`gd_mse_from_gram`)."""
 
-    def __init__(self, train, y_train, ridge: float = 0.0):
+    def __init__(self, train, y_train, ridge: float = 0.0, ridge_model: str = "flow"):
         self._train = _gram_dict(train, "k_train_train")
         if not self._train:
             raise InputError("k_train_train is empty; pass the training Gram matrices (nk.Kernels, a dict or an array).")
@@ -323,6 +350,7 @@ class GramPredictor:
                 )
         self.n_train = n
         self.ridge = check_param("gd_mse", "ridge", ridge, low=0.0)
+        self.ridge_model = _check_ridge_model(ridge_model)
         self._y = _check_targets(y_train, n)
         self._factors: dict[str, _Factorization] = {}
 
@@ -345,6 +373,14 @@ class GramPredictor:
             label = "NTK" if name == "ntk" else "NNGP"
             self._factors[name] = _Factorization(A, label, self.ridge)
         return self._factors[name]
+
+    def _prior_train_covariance(self, role: str) -> np.ndarray:
+        """Covariance of the initial training outputs in the middle of the covariance: K + λI
+        under the offset model and for the readout-only (Bayesian, noise λ) role, K itself for
+        the NTK under regularised flow (module docstring)."""
+        if role == "ntk" and self.ridge_model == "flow":
+            return self._train_gram("nngp")
+        return self._factor("nngp").A
 
     @property
     def max_learning_rate(self) -> float:
@@ -385,7 +421,7 @@ class GramPredictor:
                 raise InputError(
                     f"k_test_test must be ({Ts.shape[0]}, {Ts.shape[0]}) for {Ts.shape[0]} test points; got {kss.shape}."
                 )
-            Kl = self._factor("nngp").A  # K + λI: the initial covariance of the training outputs
+            Kl = self._prior_train_covariance(role)
             G = fac.apply(np.ascontiguousarray(Ts.T), times)  # (T, n, n*) = E_t A⁻¹ Θ*ᵀ
             mean = np.einsum("tji,jk->tik", G, Y)
             C = np.empty((times.size,) + kss.shape)
@@ -459,7 +495,7 @@ class GDPredictor(GramPredictor):
     factorisations.
     """
 
-    def __init__(self, kernel, X_train, y_train, ridge: float = 0.0):
+    def __init__(self, kernel, X_train, y_train, ridge: float = 0.0, ridge_model: str = "flow"):
         if isinstance(kernel, CompiledKernel):
             self.kernel = kernel
         else:
@@ -470,6 +506,7 @@ class GDPredictor(GramPredictor):
         _check_nonempty(n, f"X_train of shape {self.X_train.shape}", "gd_mse")
         self.n_train = n
         self.ridge = check_param("gd_mse", "ridge", ridge, low=0.0)
+        self.ridge_model = _check_ridge_model(ridge_model)
         self._y = _check_targets(y_train, n)
         self._train = {}
         self._factors = {}
@@ -518,7 +555,8 @@ class GDPredictor(GramPredictor):
             \Sigma_t = K_{**} + \Theta_*\Theta^{-1}E_t K E_t\Theta^{-1}\Theta_*^\top
                 - (\Theta_*\Theta^{-1}E_t K_*^\top + \text{transpose})
 
-        (Lee et al. 2019), with the training blocks Θ + λI and K + λI.
+        (Lee et al. 2019), with Θ + λI for Θ and, in the middle term, K (``ridge_model="flow"``)
+        or K + λI (``"offset"``; always for ``get="nngp"``).
 
         Examples
         --------
@@ -535,7 +573,7 @@ class GDPredictor(GramPredictor):
         return self._predict(tt, kss, t, get, cov)
 
 
-def gd_mse(kernel, X_train, y_train, ridge: float = 0.0) -> GDPredictor:
+def gd_mse(kernel, X_train, y_train, ridge: float = 0.0, *, ridge_model: str = "flow") -> GDPredictor:
     r"""Predictor of an infinitely wide network trained by gradient flow on the MSE loss.
 
     Parameters
@@ -546,7 +584,12 @@ def gd_mse(kernel, X_train, y_train, ridge: float = 0.0) -> GDPredictor:
         convolutional architecture
     y_train : (n,) or (n, k) array_like
     ridge : float, >= 0
-        Absolute ridge λ added to the training blocks: Θ + λI, K + λI.
+        Absolute ridge λ of regularised gradient flow: Θ + λI in the dynamics (neural-tangents'
+        ``diag_reg`` with ``diag_reg_absolute_scale=True``).
+    ridge_model : {"flow", "offset"}
+        What λ means for the covariance: ``"flow"`` keeps the prior K of the initial outputs
+        (neural-tangents' values), ``"offset"`` adds an N(0, λ) output offset per training
+        point (K + λI); see :mod:`ntk_infinite.solve.predict`. The mean is the same.
 
     Returns
     -------
@@ -562,10 +605,10 @@ def gd_mse(kernel, X_train, y_train, ridge: float = 0.0) -> GDPredictor:
 
     for the summed loss ½Σ‖f − y‖² and time η·t (Lee et al. 2019).
     """
-    return GDPredictor(kernel, X_train, y_train, ridge)
+    return GDPredictor(kernel, X_train, y_train, ridge, ridge_model)
 
 
-def gd_mse_from_gram(k_train_train, y_train, ridge: float = 0.0) -> GramPredictor:
+def gd_mse_from_gram(k_train_train, y_train, ridge: float = 0.0, *, ridge_model: str = "flow") -> GramPredictor:
     r"""The same predictor as :func:`gd_mse` from precomputed Gram matrices.
 
     Parameters
@@ -576,6 +619,8 @@ def gd_mse_from_gram(k_train_train, y_train, ridge: float = 0.0) -> GramPredicto
         trained layer is the readout).
     y_train : (n,) or (n, k) array_like
     ridge : float, >= 0
+    ridge_model : {"flow", "offset"}
+        As in :func:`gd_mse`.
 
     Returns
     -------
@@ -590,4 +635,4 @@ def gd_mse_from_gram(k_train_train, y_train, ridge: float = 0.0) -> GramPredicto
 
     (Lee et al. 2019, with the absolute ridge λ).
     """
-    return GramPredictor(k_train_train, y_train, ridge)
+    return GramPredictor(k_train_train, y_train, ridge, ridge_model)
