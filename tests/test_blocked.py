@@ -80,8 +80,11 @@ def test_float32_storage_is_the_float64_result_rounded_once(fmt, symmetric, dens
     X2 = None if symmetric else X2
     wide = dense.gram_to(tmp_path / f"K64.{fmt}", X1, X2, block=4, format=fmt).load()
     narrow = dense.gram_to(tmp_path / f"K32.{fmt}", X1, X2, block=4, format=fmt, dtype=np.float32).load()
+    ref = dense(X1, X2)
     for name in ("nngp", "ntk"):
+        np.testing.assert_allclose(wide[name], ref[name], rtol=ROUNDING_RTOL, atol=0)
         assert narrow[name].dtype == np.float32
+        assert fmt == "zarr" or narrow[name].flags.owndata  # read into memory, not a view of the file
         assert np.array_equal(narrow[name], wide[name].astype(np.float32))
 
 

@@ -342,7 +342,8 @@ class GramStore:
                 "compute (an interrupted job); run the same gram_to call (or `ntk-infinite gram ... -o` the same path) "
                 "again to finish it, then load it."
             )
-        arrays = {name: np.asarray(self._reader(name)[...]) for name in self.kernels}
+        # np.array copies: a memmap's [...] is still a view of the file.
+        arrays = {name: np.array(self._reader(name)[...]) for name in self.kernels}
         return Kernels(nngp=arrays.get("nngp"), ntk=arrays.get("ntk"), error_estimate=self.error_estimate)
 
     def write_block(self, index, values: dict, error_estimate: float) -> None:
