@@ -222,6 +222,7 @@ def test_default_block_rule():
     assert default_block(dense, np.broadcast_to(0.0, (10_000, 3))) == 4096
     assert default_block(dense, np.broadcast_to(0.0, (10_000, 3)), get="ntk") == 4096  # 5792 -> power of two
     assert default_block(dense, np.broadcast_to(0.0, (100, 3))) == 100
+    assert default_block(dense, np.broadcast_to(0.0, (10, 3)), n2=300) == 300  # not 10 × 10 blocks
     flat = nk.compile("Conv(filter_shape=(3, 3), padding='SAME') > ReLU > Flatten > Dense")
     assert flat.layout == "diagonal"
     assert default_block(flat, np.broadcast_to(0.0, (60_000, 28, 28, 1))) == 144  # 4096/√784 = 146 -> 144

