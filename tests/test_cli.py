@@ -220,7 +220,7 @@ def test_gram_writes_a_resumable_store(data, capsys):
     err = capsys.readouterr().err
     assert re.search(r"error: The store at .* another computation.*the inputs X2.*overwrite=True", err)
     assert main(["gram", ARCH, str(tmp / "x1.npy"), "-o", str(store), "--no-resume", "-q"]) == 2
-    assert "resume=False asks for a new one" in capsys.readouterr().err
+    assert "resume=False (--no-resume) asks for a new one" in capsys.readouterr().err
     assert main(["gram", ARCH, str(tmp / "x1.npy"), "--x2", str(tmp / "x2.csv"), "-o", str(store), "--overwrite",
                  "--dtype", "float32", "--get", "ntk"]) == 0
     assert "wrote ntk (7, 4) float32" in capsys.readouterr().out

@@ -54,7 +54,7 @@ def test_reopening_for_another_computation_is_refused(kernel, X, started, change
     k = nk.compile(change.get("arch", ARCH), tol=change.get("tol", 1e-10))
     X1 = change.get("X1", lambda X: X)(X)
     X2 = change["X2"](X) if "X2" in change else None
-    with pytest.raises(StoreMismatchError, match=rf"{what}.*another path, or overwrite=True"):
+    with pytest.raises(StoreMismatchError, match=rf"Differences: .*{what}.*another path, or overwrite=True"):
         k.gram_to(started, X1, X2, block=change.get("block", 4), dtype=change.get("dtype", np.float64),
                   get=change.get("get", ("nngp", "ntk")))
     assert open_gram_store(started).complete  # the store is left as it was
@@ -77,7 +77,7 @@ def test_resume_takes_the_stored_block_size(kernel, X, started):
 
 
 def test_resume_false_refuses_an_existing_store_unless_overwrite(kernel, X, started):
-    with pytest.raises(StoreExistsError, match=r"resume=False asks for a new one.*overwrite=True"):
+    with pytest.raises(StoreExistsError, match=r"resume=False \(--no-resume\) asks for a new one.*overwrite=True"):
         kernel.gram_to(started, X, block=4, resume=False)
     fresh = kernel.gram_to(started, X, block=3, resume=False, overwrite=True)
     assert fresh.block == 3 and fresh.computed_blocks == 10 and fresh.skipped_blocks == 0

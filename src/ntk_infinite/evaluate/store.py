@@ -204,8 +204,9 @@ def open_or_create_store(path, meta: dict, *, format=None, resume=True, overwrit
     if found is not None and (overwrite or not resume):
         if not overwrite:
             raise StoreExistsError(
-                f"A Gram store already exists at {path!r} and resume=False asks for a new one. Pass resume=True to "
-                "continue it (finished blocks are kept), overwrite=True to delete it and start again, or another path."
+                f"A Gram store already exists at {path!r} and resume=False (--no-resume) asks for a new one. Pass "
+                "resume=True to continue it (finished blocks are kept), overwrite=True (--overwrite) to delete it and "
+                "start again, or another path."
             )
         shutil.rmtree(path)
         found = None
@@ -373,8 +374,9 @@ class GramStore:
         if diffs:
             raise StoreMismatchError(
                 f"The store at {self.path!r} was started for another computation, so its blocks cannot be continued. "
-                + "; ".join(diffs) + ". Pass another path, or overwrite=True to delete this store and start again "
-                "(resume only continues a store with the same architecture, tol, inputs, get, dtype and block)."
+                "Differences: " + "; ".join(diffs) + ". Pass another path, or overwrite=True (--overwrite on the command "
+                "line) to delete this store and start again (resume only continues a store with the same "
+                "architecture, tol, inputs, get, dtype and block)."
             )
 
     # Format-specific parts.
