@@ -196,3 +196,49 @@ def test_gram_rank_mismatch_names_the_fix(images, capsys, arch, args, message):
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert not (tmp / "k.npz").exists()
+
+
+def test_gram_writes_a_resumable_store(data, capsys):
+    tmp, X1, X2 = data
+    store = tmp / "K.zarr"
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "-o", str(store), "--block", "3"]) == 0
+    captured = capsys.readouterr()
+    assert f"to {store} (zarr store, block 3: 6 blocks computed, 0 already done)" in captured.out
+    assert "entries/s" in captured.err and "100.0%" in captured.err
+    from ntk_infinite.evaluate.store import open_gram_store
+
+    ref = nk.compile(ARCH)(X1)
+    loaded = open_gram_store(store).load()
+    np.testing.assert_allclose(loaded.ntk, ref.ntk, rtol=ULP_RTOL * 10, atol=0)
+    np.testing.assert_allclose(loaded.nngp, ref.nngp, rtol=ULP_RTOL * 10, atol=0)
+    # Run again: nothing left to compute (the stored block size is reused).
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "-o", str(store), "-q"]) == 0
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "-o", str(store)]) == 0
+    assert "0 blocks computed, 6 already done" in capsys.readouterr().out
+    # Other inputs into the same store: refused with the fix, exit status 2.
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "--x2", str(tmp / "x2.csv"), "-o", str(store), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"error: The store at .* another computation.*the inputs X2.*overwrite=True", err)
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "-o", str(store), "--no-resume", "-q"]) == 2
+    assert "resume=False (--no-resume) asks for a new one" in capsys.readouterr().err
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "--x2", str(tmp / "x2.csv"), "-o", str(store), "--overwrite",
+                 "--dtype", "float32", "--get", "ntk"]) == 0
+    assert "wrote ntk (7, 4) float32" in capsys.readouterr().out
+    rect = open_gram_store(store).load()
+    assert rect.nngp is None and rect.ntk.dtype == np.float32
+    np.testing.assert_array_equal(rect.ntk, nk.compile(ARCH)(X1, X2).ntk.astype(np.float32))
+
+
+def test_gram_npy_folder_store_and_option_checks(data, capsys):
+    tmp, X1, _ = data
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "-o", str(tmp / "K"), "--format", "npy", "--block", "4", "-q"]) == 0
+    assert sorted(p.name for p in (tmp / "K").iterdir()) == ["done", "gram.json", "nngp.npy", "ntk.npy"]
+    np.testing.assert_allclose(np.load(tmp / "K" / "ntk.npy"), nk.compile(ARCH)(X1).ntk, rtol=ULP_RTOL * 10, atol=0)
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "-o", str(tmp / "k.npz"), "--block", "4"]) == 2
+    assert re.search(r"--block apply to on-disk stores.*-o K.zarr", capsys.readouterr().err)
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "-o", str(tmp / "K.zarr"), "--block", "0"]) == 2
+    assert "'block' parameter of gram_to must be an integer in the range [1, inf)" in capsys.readouterr().err
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "-o", str(tmp / "nowhere" / "K.zarr")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["gram", ARCH, str(tmp / "x1.npy"), "-o", str(tmp / "k32"), "--dtype", "float32", "-q"]) == 0
+    assert np.load(tmp / "k32.npz")["ntk"].dtype == np.float32

@@ -4,7 +4,8 @@ Subcommands are contributed by modules listed in :data:`COMMAND_MODULES`; each d
 ``register(subparsers)`` that adds its parser and sets ``func(args) -> int``. Core commands:
 
 * ``gram ARCH X.npy|X.csv [--x2 FILE] [--get nngp,ntk] [--input-shape H,W,C] -o OUT.npz``: Gram
-  matrices to .npz. Dense architectures read one sample per row; convolutional ones read
+  matrices to .npz; with ``-o K.zarr`` (or ``--format npy``) block by block into a resumable on-disk
+  store (``--block N``, ``--resume/--no-resume``, ``--overwrite``, ``--dtype float32``). Dense architectures read one sample per row; convolutional ones read
   images, a 3-D (n, L, C) or 4-D (n, H, W, C) .npy, or rows reshaped by ``--input-shape``.
 * ``demo``: compile a default architecture and evaluate it on the shipped breast-cancer data.
 * ``cache [--info | --clear]``: where the on-disk cache is and how big, or delete it.
@@ -38,26 +39,37 @@ DEMO_ARCH = "3*(Dense(w_std=1.4142135623730951, b_std=0.1) > ReLU) > Dense(w_std
 
 
 class ProgressBar:
-    """A minimal progress bar on stderr, shown only for jobs that take a while."""
+    """A minimal progress bar on stderr, shown only for jobs that take a while: percentage, elapsed
+    time, rate (``unit`` per second) and the time left at that rate.
 
-    def __init__(self, label: str, stream=None, delay: float = 0.5):
+    ``done_before`` (settable after construction) is the count already done when timing started
+    (a resumed job): the rate and the time left count only what this run does.
+    """
+
+    def __init__(self, label: str, stream=None, delay: float = 0.5, unit: str = "items", done_before: int = 0):
         self.label = label
         self.stream = stream or sys.stderr
         self.start = time.perf_counter()
         self.delay = delay
+        self.unit = unit
+        self.done_before = done_before
         self.shown = False
+        self.finished = False
 
     def __call__(self, done: int, total: int) -> None:
         elapsed = time.perf_counter() - self.start
-        if elapsed < self.delay and done < total:
+        if self.finished or (elapsed < self.delay and done < total):
             return
         frac = done / max(total, 1)
         bar = "#" * int(30 * frac)
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        self.stream.write(f"\r{self.label} [{bar:<30}] {100 * frac:5.1f}%  {elapsed:6.1f}s elapsed, ~{eta:5.1f}s left")
+        rate = (done - self.done_before) / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        self.stream.write(f"\r{self.label} [{bar:<30}] {100 * frac:5.1f}%  {elapsed:6.1f}s elapsed, "
+                          f"{rate:.3g} {self.unit}/s, ~{eta:5.1f}s left")
         self.shown = True
         if done >= total:
             self.stream.write("\n")
+            self.finished = True
         self.stream.flush()
 
 
@@ -197,8 +209,9 @@ def _cmd_gram(args) -> int:
     check_input_file(args.x)
     if args.x2:
         check_input_file(args.x2, "--x2 file")
+    fmt = _gram_output_format(args)
     # np.savez appends .npz to a name without it; append it here so that the path reported is the one written.
-    output = check_output_path(args.output, ".npz")
+    output = check_output_path(args.output, ".npz" if fmt == "npz" else "")
     input_shape = parse_shape(args.input_shape)
     X1 = load_matrix(args.x)
     X2 = load_matrix(args.x2) if args.x2 else None
@@ -206,15 +219,40 @@ def _cmd_gram(args) -> int:
     X1 = as_kernel_inputs(kernel, X1, args.x, input_shape)
     X2 = None if X2 is None else as_kernel_inputs(kernel, X2, args.x2, input_shape)
     get = tuple(g.strip() for g in args.get.split(","))
+    dtype = np.dtype(args.dtype)
     t0 = time.perf_counter()
-    k = kernel(X1, X2, get=get, progress=ProgressBar("gram") if not args.quiet else None)
+    if fmt != "npz":
+        store = kernel.gram_to(output, X1, X2, get=get, block=args.block, dtype=dtype, resume=args.resume,
+                               overwrite=args.overwrite, format=fmt, progress=not args.quiet)
+        if not args.quiet:
+            print(f"wrote {', '.join(store.kernels)} {store.shape} {dtype.name} to {output} ({fmt} store, block "
+                  f"{store.block}: {store.computed_blocks} blocks computed, {store.skipped_blocks} already done) in "
+                  f"{time.perf_counter() - t0:.2f}s")
+        return 0
+    k = kernel(X1, X2, get=get, progress=ProgressBar("gram", unit="tiles") if not args.quiet else None)
     seconds = time.perf_counter() - t0
-    out = {name: getattr(k, name) for name in ("nngp", "ntk") if getattr(k, name) is not None}
+    out = {name: getattr(k, name).astype(dtype, copy=False) for name in ("nngp", "ntk") if getattr(k, name) is not None}
     np.savez(output, **out)
     if not args.quiet:
         shape = next(iter(out.values())).shape
         print(f"wrote {', '.join(out)} {shape} to {output} in {seconds:.2f}s")
     return 0
+
+
+def _gram_output_format(args) -> str:
+    """"npz" (in memory, then one file), "zarr" or "npy" (block by block into a store), from --format or
+    the suffix of -o; the store options are refused for .npz output."""
+    fmt = args.format or ("zarr" if args.output.rstrip("/").endswith(".zarr") else "npz")
+    if fmt == "npz":
+        used = [flag for flag, on in (("--block", args.block is not None), ("--no-resume", args.resume is False),
+                                      ("--overwrite", args.overwrite)) if on]
+        if used:
+            raise InputError(
+                f"{', '.join(used)} apply to on-disk stores written block by block, but -o {args.output!r} is an .npz "
+                "file computed in memory. Write a store with -o K.zarr (zarr) or --format npy (a folder of .npy "
+                "memmaps), or drop those options."
+            )
+    return fmt
 
 
 def _cmd_demo(args) -> int:
@@ -256,7 +294,8 @@ def _cmd_demo(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("gram", help="NNGP/NTK Gram matrices of data files, written to .npz")
+    p = subparsers.add_parser(
+        "gram", help="NNGP/NTK Gram matrices of data files, written to .npz or a resumable zarr/.npy store")
     p.add_argument("arch", help="architecture in text form, e.g. 'Dense(1.5,0.1) > ReLU > Dense(1.5,0.1)'")
     p.add_argument("x", help="inputs X1: .npy or .csv, one sample per row; for a convolutional architecture a 3-D "
                    "(n, L, C) or 4-D (n, H, W, C) .npy of images, or rows with --input-shape")
@@ -266,7 +305,20 @@ def register(subparsers) -> None:
                    "channels last (C order), e.g. 8,8,1")
     p.add_argument("--get", default="nngp,ntk", help="comma-separated: nngp, ntk (default both)")
     p.add_argument("-o", "--output", default="kernels.npz",
-                   help="output .npz (default kernels.npz; .npz is appended when missing)")
+                   help="output: an .npz computed in memory (default kernels.npz; .npz is appended when missing), or "
+                   "an on-disk store written block by block: a zarr group when it ends in .zarr, or a folder of .npy "
+                   "memmaps with --format npy")
+    p.add_argument("--format", choices=("npz", "zarr", "npy"), default=None,
+                   help="output format (default: zarr for a .zarr output, else npz)")
+    p.add_argument("--block", type=int, default=None,
+                   help="stores: block (and chunk) edge in samples (default from a 512 MiB budget, 4096 for a "
+                   "dense network, smaller for convolutional ones; or the existing store's)")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="stores: continue an existing store of the same computation, computing only missing blocks "
+                   "(default); --no-resume refuses an existing store unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="stores: delete an existing Gram store and start again")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="storage dtype (computed in float64 either way)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_gram)
     p = subparsers.add_parser("demo", help="compile a default network and evaluate it on shipped real data")

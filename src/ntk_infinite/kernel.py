@@ -234,6 +234,17 @@ class CompiledKernel:
         )
         return Kernels(nngp=nngp, ntk=ntk, error_estimate=pts.error_estimate)
 
+    def gram_to(self, store, X1, X2=None, *, get=("nngp", "ntk"), block=None, dtype=np.float64, resume=True,
+                overwrite=False, format=None, progress=None):  # noqa: A002 - public keyword
+        """Write the Gram matrices block by block into an on-disk, resumable store (zarr ``.zarr``
+        group or a folder of .npy memmaps) in O(block²) memory; returns a
+        :class:`~ntk_infinite.evaluate.store.GramStore`. See
+        :func:`ntk_infinite.evaluate.blocked.gram_to` for the parameters and the block-size rule."""
+        from .evaluate.blocked import gram_to
+
+        return gram_to(self, store, X1, X2, get=get, block=block, dtype=dtype, resume=resume, overwrite=overwrite,
+                       format=format, progress=progress)
+
     @property
     def spatial(self) -> bool:
         """True for convolutional architectures (inputs (n, S₁, …, S_k, C))."""
