@@ -51,8 +51,9 @@ def test_all_points_as_centres_give_the_exact_ridge_solution(kernel, data, get, 
     X, Y, Xt = data
     ref = _exact_ridge(kernel, get, X, Y, Xt, ridge)
     for storage in ("stored", "streamed"):
-        pred = nystrom_fit(kernel, X, Y, ridge=ridge, n_centers=len(X), get=get, tol=1e-13, storage=storage)
-        assert pred.info.converged and pred.info.storage == storage
+        pred = nystrom_fit(kernel, X, Y, ridge=ridge, n_centers=len(X), get=get, tol=1e-13, storage=storage, block=16)
+        # at M = n the preconditioner inverts the system exactly: CG needs one step (two for rounding)
+        assert pred.info.converged and pred.info.storage == storage and pred.info.iterations <= 2
         assert_allclose(pred.predict(Xt).mean, ref, rtol=SOLVE_RTOL, atol=SOLVE_ATOL)
     # 1-D targets give 1-D means; the library's exact solver agrees too
     one = nystrom_fit(kernel, X, Y[:, 0], ridge=ridge, n_centers=len(X), get=get, tol=1e-13).predict(Xt)
@@ -200,6 +201,19 @@ def test_error_messages(kernel, data):
         pred.predict(Xt, get="nngp")
 
 
+def test_falkon_preconditioner_inverts_its_approximation():
+    """B Bᵀ = ((n/M) K_MM² + λ K_MM)⁻¹ (Rudi et al. 2017), against a dense inverse."""
+    rng = np.random.default_rng(2)
+    G = rng.standard_normal((8, 8))
+    K_mm = G @ G.T + 0.5 * np.eye(8)
+    n, ridge = 50, 0.3
+    pre = nystrom._FalkonPreconditioner(K_mm, n, ridge)
+    B = pre.apply(np.eye(8))
+    assert_allclose(pre.apply_t(np.eye(8)), B.T, rtol=SOLVE_RTOL, atol=0)
+    expected = np.linalg.inv((n / 8) * K_mm @ K_mm + ridge * K_mm)
+    assert_allclose(B @ B.T, expected, rtol=SOLVE_RTOL, atol=SOLVE_RTOL * np.abs(expected).max())
+
+
 def test_a_kernel_that_is_not_psd_is_diagnosed():
     """The preconditioner's Cholesky with all jitter allowed fails on an indefinite K(C, C)."""
     with pytest.raises(nk.predict.SingularKernelError, match=r"not positive semi-definite: its Cholesky "
@@ -218,3 +232,14 @@ def test_rmse_at_n_20000_matches_the_exact_solver(kernel):
     approx = nystrom_fit(kernel, X, y, ridge=ridge).predict(Xt).mean
     rmse_exact, rmse_nystrom = (np.sqrt(np.mean((p - yt) ** 2)) for p in (exact, approx))
     assert abs(rmse_nystrom / rmse_exact - 1) < 0.01, (rmse_exact, rmse_nystrom)
+
+
+@pytest.mark.slow
+def test_scale_report_quick_mode(tmp_path):
+    """benchmarks/scale.py --quick end to end: every route's row, the hook, the convergence table."""
+    from ntk_infinite.reports import scale
+
+    text = scale.write_table(tmp_path, quick=True, stream=open("/dev/null", "w")).read_text()
+    for n in scale.QUICK["sizes"]:
+        assert f"| {n} | exact |" in text and f"| {n} | nystrom |" in text and f"| {n} | blocked | hook |" in text
+    assert "## Convergence in M at n = 800" in text and "| 800 | " in text
