@@ -11,6 +11,11 @@ from numpy.testing import assert_allclose
 import ntk_infinite as nk
 from tolerances import SAME_ATOL, SAME_RTOL
 
+#: The Nyström solver (CG to its default tol 1e-8 on a preconditioner that is exact at
+#: M = n) against the exact Cholesky solve: far inside the 1e-8 of tests/test_nystrom.py.
+NYSTROM_RTOL = 1e-8
+NYSTROM_ATOL = 1e-10
+
 sklearn = pytest.importorskip("sklearn")
 from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
@@ -115,6 +120,55 @@ def test_error_messages(regression):
         nk.KernelRegressor(arch=3).fit(X, y)
     with pytest.raises(ValueError, match="Unknown label type"):
         nk.KernelClassifier().fit(X, y)
+
+
+def test_nystrom_solver_with_every_point_a_centre_equals_the_exact_one(regression):
+    X, y = regression
+    Y = np.stack([y, np.cos(X[:, 2])], axis=1)
+    for kernel, ridge in (("ntk", 1e-2), ("nngp", 1e-1)):
+        exact = nk.KernelRegressor(arch=DEPTH2, kernel=kernel, ridge=ridge, solver="exact").fit(X[:30], Y[:30])
+        approx = nk.KernelRegressor(arch=DEPTH2, kernel=kernel, ridge=ridge, solver="nystrom", n_centers=30)
+        approx.fit(X[:30], Y[:30])
+        assert (exact.solver_, approx.solver_) == ("exact", "nystrom")
+        assert_allclose(approx.predict(X[30:]), exact.predict(X[30:]), rtol=NYSTROM_RTOL, atol=NYSTROM_ATOL)
+    labels = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    clf = nk.KernelClassifier(ridge=1e-2, solver="exact").fit(X, labels)
+    fast = nk.KernelClassifier(ridge=1e-2, solver="nystrom", n_centers=40).fit(X, labels)
+    assert_allclose(fast.decision_function(X), clf.decision_function(X), rtol=NYSTROM_RTOL, atol=NYSTROM_ATOL)
+    few = nk.KernelRegressor(ridge=1e-2, solver="nystrom", n_centers=10).fit(X, y)
+    assert few.predictor_.info.n_centers == 10 and few.predict(X[:3]).shape == (3,)
+
+
+def test_auto_solver_switches_on_the_memory_of_the_exact_one(regression, monkeypatch):
+    X, y = regression
+    assert nk.solve.estimators.exact_memory_bytes(40) == 4 * 8 * 40**2
+    assert nk.KernelRegressor().fit(X, y).solver_ == "exact"
+    monkeypatch.setattr(nk.solve.estimators, "exact_memory_budget", lambda: 4 * 8 * 40**2 - 1)
+    assert nk.KernelRegressor().fit(X, y).solver_ == "nystrom"
+    assert nk.KernelRegressor(t=3.0).fit(X, y).solver_ == "exact"  # finite t: only the exact solver
+    assert nk.KernelRegressor().fit(X[:35], y[:35]).solver_ == "exact"
+
+
+def test_solver_parameters_follow_the_estimator_contract(regression):
+    X, y = regression
+    est = nk.KernelRegressor(solver="nystrom", n_centers=12)
+    assert {"solver": "nystrom", "n_centers": 12}.items() <= est.get_params().items()
+    c = clone(est)
+    assert (c.solver, c.n_centers) == ("nystrom", 12) and not hasattr(c, "solver_")
+    search = GridSearchCV(nk.KernelRegressor(solver="nystrom", ridge=1e-2), {"n_centers": [5, 20]}, cv=2).fit(X, y)
+    assert search.best_params_["n_centers"] in (5, 20)
+    with pytest.raises(ValueError, match=r"The 'solver' parameter of KernelRegressor must be 'auto' .*'exact' or "
+                                         r"'nystrom'\. Got 'falkon' instead"):
+        nk.KernelRegressor(solver="falkon").fit(X, y)
+    with pytest.raises(ValueError, match=r"KernelClassifier\(solver='nystrom'\) gives the end of training \(t = inf\) "
+                                         r"only; got t=2\.0\. Use solver='exact'"):
+        nk.KernelClassifier(solver="nystrom", t=2.0).fit(X, y > 0)
+    with pytest.raises(ValueError, match=r"'n_centers' parameter of KernelRegressor must be at most the number of "
+                                         r"training samples, 40 .*Got 41 instead"):
+        nk.KernelRegressor(solver="nystrom", n_centers=41).fit(X, y)
+    with pytest.raises(ValueError, match=r"'n_centers' parameter of KernelRegressor must be an integer in the range "
+                                         r"\[1, inf\)\. Got 0 instead"):
+        nk.KernelRegressor(solver="nystrom", n_centers=0).fit(X, y)
 
 
 def test_real_data_report_quick_mode(tmp_path):

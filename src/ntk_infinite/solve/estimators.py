@@ -15,11 +15,17 @@ gradient flow on ½Σ‖f − y‖² for time ``t`` (η·t; Lee et al. 2019):
 
     f_t(X^*) = \Theta_*(\Theta + \lambda I)^{-1}\left(I - e^{-(\Theta+\lambda I)t}\right) Y.
 
+Large training sets: ``solver="nystrom"`` (or ``"auto"`` once the n × n matrices would take
+more than half the memory) solves the same t = ∞ problem with the coefficients on
+``n_centers`` training points (:mod:`ntk_infinite.solve.nystrom`), never forming n × n.
+
 This module needs scikit-learn (``pip install ntk_infinite[sklearn]``); the rest of the
 package does not.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -44,23 +50,51 @@ except ImportError:  # pragma: no cover - scikit-learn < 1.6
 from ..errors import InputError, ParameterError, check_param
 from ..kernel import CompiledKernel, compile
 from ..describe.layers import Architecture
+from .nystrom import DEFAULT_N_CENTERS, nystrom_fit
 from .predict import gd_mse
 
-__all__ = ["KernelRegressor", "KernelClassifier", "DEFAULT_ARCH"]
+__all__ = ["KernelRegressor", "KernelClassifier", "DEFAULT_ARCH", "exact_memory_bytes", "exact_memory_budget"]
 
 #: A small default network: one ReLU hidden layer, He-scaled weights, small biases.
 DEFAULT_ARCH = "Dense(w_std=1.4142135623730951, b_std=0.1) > ReLU > Dense(w_std=1.4142135623730951, b_std=0.1)"
+#: solver="auto" uses the exact solver while its n × n matrices take at most this fraction of
+#: the physical memory ...
+EXACT_MEMORY_FRACTION = 0.5
+#: ... or this many bytes when the physical memory is unknown.
+EXACT_MEMORY_FALLBACK = 8 * 2**30
+#: Seed of the Nyström centre choice (the estimators are deterministic).
+NYSTROM_SEED = 0
+_SOLVERS = ("auto", "exact", "nystrom")
+
+
+def exact_memory_bytes(n: int) -> int:
+    """Bytes of the exact solver's n × n float64 matrices: the NNGP and NTK training Gram
+    matrices (both are computed for the NTK), the training matrix Θ + λI and its Cholesky factor."""
+    return 4 * 8 * int(n) ** 2
+
+
+def exact_memory_budget() -> int:
+    """What ``solver="auto"`` lets the exact solver use: half the physical memory
+    (``os.sysconf``), or 8 GiB when that is unknown."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return EXACT_MEMORY_FALLBACK
+    return int(EXACT_MEMORY_FRACTION * physical)
 
 
 class _InfiniteNetwork(BaseEstimator):
     """Shared parameters, validation and prediction of the two estimators."""
 
-    def __init__(self, arch=DEFAULT_ARCH, kernel="ntk", t=np.inf, ridge=0.0, input_shape=None):
+    def __init__(self, arch=DEFAULT_ARCH, kernel="ntk", t=np.inf, ridge=0.0, input_shape=None, solver="auto",
+                 n_centers=None):
         self.arch = arch
         self.kernel = kernel
         self.t = t
         self.ridge = ridge
         self.input_shape = input_shape
+        self.solver = solver
+        self.n_centers = n_centers
 
     def _check_params(self):
         owner = type(self).__name__
@@ -155,11 +189,42 @@ class _InfiniteNetwork(BaseEstimator):
         X, y = _validate_data(self, X, y, dtype=np.float64, allow_nd=compiled.spatial, **validation)
         return self._kernel_inputs(X, compiled, shape), y, params
 
+    def _solver_for(self, n: int, t: float) -> str:
+        """The route ``fit`` takes for n training points: "exact" or "nystrom"."""
+        owner = type(self).__name__
+        if not isinstance(self.solver, str) or self.solver not in _SOLVERS:
+            raise ParameterError(
+                f"The 'solver' parameter of {owner} must be 'auto' (exact while its n x n matrices fit in memory, "
+                f"else Nystrom), 'exact' or 'nystrom'. Got {self.solver!r} instead."
+            )
+        if self.n_centers is not None:
+            check_param(owner, "n_centers", self.n_centers, low=1, integer=True)
+        if self.solver == "nystrom" and t != np.inf:
+            raise ParameterError(
+                f"{owner}(solver='nystrom') gives the end of training (t = inf) only; got t={self.t!r}. Use "
+                "solver='exact' (or 'auto') for finite t, or t=np.inf."
+            )
+        if self.solver == "auto":
+            return "exact" if t != np.inf or exact_memory_bytes(n) <= exact_memory_budget() else "nystrom"
+        return self.solver
+
     def _fit_targets(self, X, Y, params):
         compiled, t, ridge, shape = params
-        self.predictor_ = gd_mse(compiled, X, Y, ridge=ridge)
+        n = X.shape[0]
+        self.solver_ = self._solver_for(n, t)
         self.input_shape_ = shape
         self.t_ = t
+        if self.solver_ == "nystrom":
+            m = min(n, DEFAULT_N_CENTERS) if self.n_centers is None else int(self.n_centers)
+            if m > n:
+                raise ParameterError(
+                    f"The 'n_centers' parameter of {type(self).__name__} must be at most the number of training "
+                    f"samples, {n} (the centres are training points). Got {self.n_centers!r} instead; pass "
+                    f"n_centers <= {n}, or None for min(n, {DEFAULT_N_CENTERS})."
+                )
+            self.predictor_ = nystrom_fit(compiled, X, Y, ridge=ridge, n_centers=m, get=self.kernel, seed=NYSTROM_SEED)
+            return self
+        self.predictor_ = gd_mse(compiled, X, Y, ridge=ridge)
         # Factorise now, so that warnings about the training matrix are raised by fit.
         self.predictor_.predict_train(t, get=self.kernel)
         return self
@@ -196,11 +261,23 @@ class KernelRegressor(RegressorMixin, _InfiniteNetwork):
         ``(8, 8, 1)``. Each row of X (n, H·W·C) is reshaped C-order into an image (n, H, W, C)
         before the kernel sees it, so the estimator takes the 2-D X that scikit-learn's
         tools pass around. Without it a convolutional architecture takes images directly.
+    solver : {"auto", "exact", "nystrom"}, default "auto"
+        ``"exact"``: the n × n Gram matrices and their Cholesky factor (any t).
+        ``"nystrom"``: Nyström centres and FALKON's preconditioned conjugate gradients
+        (:func:`ntk_infinite.solve.nystrom.nystrom_fit`; t = inf only, memory n × n_centers).
+        ``"auto"``: exact when t is finite or when :func:`exact_memory_bytes` (4·8·n² bytes)
+        fits in :func:`exact_memory_budget` (half the physical memory), else Nyström.
+    n_centers : int, optional
+        Nyström centres (uniformly sampled training points, seed 0); default
+        ``min(n, 5000)``. Used by the Nyström solver only; n_centers = n gives the exact prediction.
 
     Attributes
     ----------
-    predictor_ : ntk_infinite.solve.predict.GDPredictor
-        Holds the training Gram matrices and their factorisations (and the reshaped inputs).
+    predictor_ : ntk_infinite.solve.predict.GDPredictor or ntk_infinite.solve.nystrom.NystromPredictor
+        Holds the training Gram matrices and their factorisations (and the reshaped inputs),
+        or the Nyström centres and coefficients.
+    solver_ : str
+        The solver ``fit`` used, ``"exact"`` or ``"nystrom"``.
     input_shape_ : tuple of int or None
         The ``input_shape`` used by ``fit``.
     n_features_in_ : int
@@ -249,7 +326,8 @@ class KernelClassifier(ClassifierMixin, _InfiniteNetwork):
     Attributes
     ----------
     classes_ : ndarray
-    predictor_ : ntk_infinite.solve.predict.GDPredictor
+    predictor_ : ntk_infinite.solve.predict.GDPredictor or ntk_infinite.solve.nystrom.NystromPredictor
+    solver_ : str
     input_shape_ : tuple of int or None
     n_features_in_ : int
 
