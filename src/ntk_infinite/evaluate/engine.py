@@ -277,7 +277,9 @@ def check_range(pts: PointData, want_nngp: bool, want_ntk: bool, stacklevel: int
     :class:`KernelUnderflowWarning` when it falls below float64's normal range.
 
     Both kernels are positive semi-definite, so by Cauchy–Schwarz every entry is bounded by
-    the largest diagonal value: the diagonals decide.
+    the largest diagonal value: the diagonals decide. In a cross call K(X1, X2) this refuses
+    a point x whose own K(x, x) overflows even where its cross entries would fit: the pair
+    pass needs every point's variance at every layer, in one scale per layer.
     """
     e = int(pts.exponents[-1])
     checks = [(name, pts.scaled_diag[i], actual)

@@ -67,7 +67,8 @@ from ..errors import IllConditionedWarning, InputError, ParameterError, check_pa
 from ..kernel import CompiledKernel, compile
 from ..results import Kernels
 
-__all__ = ["gd_mse", "gd_mse_from_gram", "GDPredictor", "GramPredictor", "Prediction", "SingularKernelError"]
+__all__ = ["gd_mse", "gd_mse_from_gram", "GDPredictor", "GramPredictor", "Prediction", "SingularKernelError",
+           "nystrom", "NystromPredictor"]
 
 #: Condition numbers above this get the pseudo-inverse treatment and a warning (about
 #: four correct digits are left at cond·eps ≈ 1e-4).
@@ -636,3 +637,7 @@ def gd_mse_from_gram(k_train_train, y_train, ridge: float = 0.0, *, ridge_model:
     (Lee et al. 2019, with the absolute ridge λ).
     """
     return GramPredictor(k_train_train, y_train, ridge, ridge_model)
+
+
+# Last: the Nyström solver imports this module's Prediction and checks.
+from .nystrom import NystromPredictor, nystrom_fit as nystrom  # noqa: E402,F401
