@@ -2,6 +2,7 @@
 ``arch`` and ``ridge``, and agreement with the predictor they wrap."""
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -171,6 +172,28 @@ def test_solver_parameters_follow_the_estimator_contract(regression):
         nk.KernelRegressor(solver="nystrom", n_centers=0).fit(X, y)
 
 
+def test_random_state_seeds_the_nystrom_centres(regression):
+    """random_state follows scikit-learn: the same seed gives the same centres and predictions,
+    another seed other centres, and a bad value is refused by name whichever solver runs."""
+    X, y = regression
+    fit = lambda state: nk.KernelRegressor(ridge=1e-2, solver="nystrom", n_centers=8, random_state=state).fit(X, y)
+    a, b, c = fit(5), fit(5), fit(6)
+    assert np.array_equal(a.predictor_.center_index, b.predictor_.center_index)
+    assert np.array_equal(a.predict(X), b.predict(X))
+    assert not np.array_equal(np.sort(a.predictor_.center_index), np.sort(c.predictor_.center_index))
+    assert fit(np.random.default_rng(1)).predictor_.info.n_centers == 8
+    assert fit(np.random.RandomState(1)).predictor_.info.n_centers == 8
+    assert fit(None).predictor_.info.n_centers == 8
+    est = nk.KernelRegressor(solver="nystrom", random_state=7)
+    assert est.get_params()["random_state"] == 7 and clone(est).random_state == 7
+    for bad in (-1, 1.5, "seed", True):
+        for solver in ("exact", "nystrom"):
+            with pytest.raises(nk.ParameterError, match=r"The 'random_state' parameter of KernelRegressor must be None, "
+                                                        r"a non-negative integer, a numpy\.random\.Generator or a "
+                                                        r"numpy\.random\.RandomState .*Got " + re.escape(repr(bad))):
+                nk.KernelRegressor(solver=solver, random_state=bad).fit(X, y)
+
+
 def test_real_data_report_quick_mode(tmp_path):
     from ntk_infinite.reports import real_data
 
@@ -256,3 +279,15 @@ def test_image_estimator_error_messages(images):
     model = nk.KernelRegressor(CNN, ridge=0.1, input_shape=IMAGE).fit(rows, y)
     with pytest.raises(ValueError, match="X has 23 features, but KernelRegressor is expecting 24 features"):
         model.predict(rows[:, :23])
+
+
+def test_image_nystrom_solver_with_every_point_a_centre_equals_the_exact_one(images):
+    """The Nyström route streams conv-kernel blocks like dense ones: with every training image a
+    centre it gives the exact predictor."""
+    X, y = images
+    rows = X.reshape(len(X), -1)
+    tr, te = slice(0, 18), slice(18, None)
+    exact = nk.KernelRegressor(CNN, ridge=1e-2, input_shape=IMAGE, solver="exact").fit(rows[tr], y[tr])
+    approx = nk.KernelRegressor(CNN, ridge=1e-2, input_shape=IMAGE, solver="nystrom", n_centers=18)
+    approx.fit(rows[tr], y[tr])
+    assert_allclose(approx.predict(rows[te]), exact.predict(rows[te]), rtol=NYSTROM_RTOL, atol=NYSTROM_ATOL)

@@ -62,8 +62,6 @@ DEFAULT_ARCH = "Dense(w_std=1.4142135623730951, b_std=0.1) > ReLU > Dense(w_std=
 EXACT_MEMORY_FRACTION = 0.5
 #: ... or this many bytes when the physical memory is unknown.
 EXACT_MEMORY_FALLBACK = 8 * 2**30
-#: Seed of the Nyström centre choice (the estimators are deterministic).
-NYSTROM_SEED = 0
 _SOLVERS = ("auto", "exact", "nystrom")
 
 
@@ -87,7 +85,7 @@ class _InfiniteNetwork(BaseEstimator):
     """Shared parameters, validation and prediction of the two estimators."""
 
     def __init__(self, arch=DEFAULT_ARCH, kernel="ntk", t=np.inf, ridge=0.0, input_shape=None, solver="auto",
-                 n_centers=None):
+                 n_centers=None, random_state=0):
         self.arch = arch
         self.kernel = kernel
         self.t = t
@@ -95,6 +93,7 @@ class _InfiniteNetwork(BaseEstimator):
         self.input_shape = input_shape
         self.solver = solver
         self.n_centers = n_centers
+        self.random_state = random_state
 
     def _check_params(self):
         owner = type(self).__name__
@@ -189,6 +188,21 @@ class _InfiniteNetwork(BaseEstimator):
         X, y = _validate_data(self, X, y, dtype=np.float64, allow_nd=compiled.spatial, **validation)
         return self._kernel_inputs(X, compiled, shape), y, params
 
+    def _nystrom_seed(self):
+        """``random_state`` as a seed of ``numpy.random.default_rng`` (scikit-learn's int / None /
+        generator convention; a legacy ``RandomState`` is turned into a seed drawn from it)."""
+        state = self.random_state
+        if isinstance(state, np.random.RandomState):
+            return int(state.randint(0, 2**31 - 1))
+        if state is None or isinstance(state, np.random.Generator) or (
+                isinstance(state, (int, np.integer)) and not isinstance(state, bool) and state >= 0):
+            return state
+        raise ParameterError(
+            f"The 'random_state' parameter of {type(self).__name__} must be None, a non-negative integer, a "
+            f"numpy.random.Generator or a numpy.random.RandomState (it seeds the Nystrom centre choice). Got "
+            f"{state!r} instead."
+        )
+
     def _solver_for(self, n: int, t: float) -> str:
         """The route ``fit`` takes for n training points: "exact" or "nystrom"."""
         owner = type(self).__name__
@@ -199,6 +213,7 @@ class _InfiniteNetwork(BaseEstimator):
             )
         if self.n_centers is not None:
             check_param(owner, "n_centers", self.n_centers, low=1, integer=True)
+        self._nystrom_seed()  # a bad random_state is an error whichever route fit takes
         if self.solver == "nystrom" and t != np.inf:
             raise ParameterError(
                 f"{owner}(solver='nystrom') gives the end of training (t = inf) only; got t={self.t!r}. Use "
@@ -222,7 +237,8 @@ class _InfiniteNetwork(BaseEstimator):
                     f"samples, {n} (the centres are training points). Got {self.n_centers!r} instead; pass "
                     f"n_centers <= {n}, or None for min(n, {DEFAULT_N_CENTERS})."
                 )
-            self.predictor_ = nystrom_fit(compiled, X, Y, ridge=ridge, n_centers=m, get=self.kernel, seed=NYSTROM_SEED)
+            self.predictor_ = nystrom_fit(compiled, X, Y, ridge=ridge, n_centers=m, get=self.kernel,
+                                          seed=self._nystrom_seed())
             return self
         self.predictor_ = gd_mse(compiled, X, Y, ridge=ridge)
         # Factorise now, so that warnings about the training matrix are raised by fit.
@@ -268,8 +284,11 @@ class KernelRegressor(RegressorMixin, _InfiniteNetwork):
         ``"auto"``: exact when t is finite or when :func:`exact_memory_bytes` (4·8·n² bytes)
         fits in :func:`exact_memory_budget` (half the physical memory), else Nyström.
     n_centers : int, optional
-        Nyström centres (uniformly sampled training points, seed 0); default
+        Nyström centres (training points sampled uniformly, seeded by ``random_state``); default
         ``min(n, 5000)``. Used by the Nyström solver only; n_centers = n gives the exact prediction.
+    random_state : int, numpy.random.Generator, RandomState or None, default 0
+        Seeds the Nyström centre choice (the exact solver is deterministic and ignores it). The
+        default 0 makes ``fit`` reproducible; None draws fresh centres on each fit.
 
     Attributes
     ----------
