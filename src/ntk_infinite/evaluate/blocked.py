@@ -148,7 +148,7 @@ def _check_dtype(dtype) -> np.dtype:
     return dt
 
 
-def _progress_callback(progress, label: str = "gram_to"):
+def progress_callback(progress, label: str = "gram_to"):
     if progress is None or progress is False:
         return None
     if progress is True:
@@ -237,12 +237,27 @@ def gram_to(kernel, store, X1, X2=None, *, get=("nngp", "ntk"), block=None, dtyp
     >>> store.complete, bool(np.allclose(store.load().ntk, kernel(X).ntk, rtol=1e-12, atol=0))
     (True, True)
     """
+    callback = progress_callback(progress)
+    gram, X1, X2, get = open_block_store(kernel, store, X1, X2, get=get, block=block, dtype=dtype, resume=resume,
+                                         overwrite=overwrite, format=format)
+    _fill(gram, kernel, X1, X2, get, callback)
+    return gram
+
+
+def open_block_store(kernel, store, X1, X2=None, *, get=("nngp", "ntk"), block=None, dtype=np.float64, resume=True,
+                     overwrite=False, format=None):  # noqa: A002 - public keyword
+    """Check the arguments of a blocked Gram job and open (or create) its store.
+
+    Shared by :func:`gram_to` and :func:`ntk_infinite.evaluate.distributed.gram`, so that both
+    accept the same arguments and write stores that either one can resume. Returns
+    ``(store, X1, X2, get)``: the :class:`GramStore`, the checked float64 inputs and the tuple
+    of kernel names to compute.
+    """
     want = parse_get(get)
     get = tuple(name for name, w in zip(("nngp", "ntk"), want) if w)
     dtype = _check_dtype(dtype)
     if block is not None:
         block = check_param("gram_to", "block", block, low=1, integer=True)
-    callback = _progress_callback(progress)
     store = check_store_path(store)
     store_format(store, format)  # a bad path or format is reported before the inputs are hashed
     X1 = kernel.check_inputs(X1, "X1")
@@ -253,8 +268,7 @@ def gram_to(kernel, store, X1, X2=None, *, get=("nngp", "ntk"), block=None, dtyp
         block = _stored_block(store, resume, overwrite) or default_block(kernel, X1, get, n2)
     meta = _fingerprint(kernel, X1, X2, want, dtype, block)
     gram = open_or_create_store(store, meta, format=format, resume=resume, overwrite=overwrite)
-    _fill(gram, kernel, X1, X2, get, callback)
-    return gram
+    return gram, X1, X2, get
 
 
 def _stored_block(store, resume, overwrite):
@@ -267,20 +281,25 @@ def _stored_block(store, resume, overwrite):
         return None
 
 
+def block_entries_done(gram: GramStore, missing) -> tuple[int, int]:
+    """(entries already written, entries of the full matrix) of a store with ``missing`` blocks."""
+    total = gram.shape[0] * gram.shape[1]
+    return total - sum(block_entries(gram, index) for index in missing), total
+
+
 def _fill(gram: GramStore, kernel, X1, X2, get, progress) -> None:
     """Compute and write every missing block of ``gram``, reporting entries written to ``progress``."""
     missing = gram.missing_blocks()
     gram.skipped_blocks = len(gram.required_blocks()) - len(missing)
     gram.computed_blocks = 0
-    total = gram.shape[0] * gram.shape[1]
-    todo = sum(_entries(gram, index) for index in missing)
-    state = {"done": total - todo}
+    done, total = block_entries_done(gram, missing)
+    state = {"done": done}
     if progress is not None:
         if hasattr(progress, "done_before"):
             progress.done_before = state["done"]  # the bar's rate counts this run's entries only
         progress(state["done"], total)
     for index in missing:
-        entries = _entries(gram, index)
+        entries = block_entries(gram, index)
 
         def within(d, t, base=state["done"], entries=entries):
             # Entries count as written only once the block is: until then at most entries - 1.
@@ -295,7 +314,7 @@ def _fill(gram: GramStore, kernel, X1, X2, get, progress) -> None:
             progress(state["done"], total)
 
 
-def _entries(gram: GramStore, index) -> int:
+def block_entries(gram: GramStore, index) -> int:
     """Entries of the full matrix a block fills (twice its area off the diagonal when symmetric)."""
     rows, cols = gram.block_slices(index)
     area = (rows.stop - rows.start) * (cols.stop - cols.start)
