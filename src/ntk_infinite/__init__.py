@@ -81,14 +81,15 @@ __all__ = [
 
 
 def __getattr__(name):
-    """Optional scikit-learn parts, imported on first use: ``nk.KernelRegressor``,
-    ``nk.KernelClassifier`` and the ``nk.sklearn`` GP kernels."""
+    """Optional parts, imported on first use: ``nk.KernelRegressor``, ``nk.KernelClassifier``
+    and the ``nk.sklearn`` GP kernels (scikit-learn), ``nk.distributed`` (Dask)."""
     if name in ("KernelRegressor", "KernelClassifier"):
         from .solve import estimators
 
         return getattr(estimators, name)
-    if name == "sklearn":
+    if name in ("sklearn", "distributed"):
         import importlib
 
-        return importlib.import_module(f"{__name__}.solve.sklearn")
+        where = {"sklearn": "solve.sklearn", "distributed": "evaluate.distributed"}[name]
+        return importlib.import_module(f"{__name__}.{where}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
