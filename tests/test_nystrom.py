@@ -236,10 +236,11 @@ def test_rmse_at_n_20000_matches_the_exact_solver(kernel):
 
 @pytest.mark.slow
 def test_scale_report_quick_mode(tmp_path):
-    """benchmarks/scale.py --quick end to end: every route's row, the hook, the convergence table."""
+    """benchmarks/scale.py --quick end to end: every route's row, the convergence table."""
     from ntk_infinite.reports import scale
 
     text = scale.write_table(tmp_path, quick=True, stream=open("/dev/null", "w")).read_text()
     for n in scale.QUICK["sizes"]:
-        assert f"| {n} | exact |" in text and f"| {n} | nystrom |" in text and f"| {n} | blocked | hook |" in text
+        assert f"| {n} | exact |" in text and f"| {n} | nystrom |" in text and f"| {n} | blocked | {n} | npy store |" in text
+    assert "failed" not in text
     assert "## Convergence in M at n = 800" in text and "| 800 | " in text
