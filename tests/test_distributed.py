@@ -94,6 +94,7 @@ def test_in_memory_blocks_equal_the_kernel(client, dense):
     np.testing.assert_array_equal(sym, sym.T)  # blocks above the diagonal are the transposes of those below
 
 
+@pytest.mark.slow
 def test_convolutional_kernels_on_the_cluster(client, tmp_path):
     cnn = nk.compile(CNN)
     X1, _ = _data(20, None, seed=3, shape=(3, 4, 2))

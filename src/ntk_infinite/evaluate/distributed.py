@@ -182,11 +182,13 @@ def gram(kernel, X1, X2=None, *, store=None, get=("nngp", "ntk"), block=None, dt
 
     Examples
     --------
-    >>> import numpy as np, ntk_infinite as nk                       # doctest: +SKIP
-    >>> kernel = nk.compile("Dense(1.5, 0.1) > ReLU > Dense(1.5, 0.1)")
-    >>> X = np.random.default_rng(0).normal(size=(20000, 64))
-    >>> K = nk.distributed.gram(kernel, X, store="K.zarr", n_workers=2, progress=True)
-    >>> K.ntk[:5, :5].compute()
+    A 20,000-point job on two local worker processes (not run as a doctest: it takes a minute)::
+
+        import numpy as np, ntk_infinite as nk
+        kernel = nk.compile("Dense(1.5, 0.1) > ReLU > Dense(1.5, 0.1)")
+        X = np.random.default_rng(0).normal(size=(20000, 64))
+        K = nk.distributed.gram(kernel, X, store="K.zarr", n_workers=2, progress=True)
+        K.ntk[:5, :5].compute()
     """
     _, da, distributed = import_dask()
     _check_cluster_arguments(client, address, n_workers, threads_per_worker)
