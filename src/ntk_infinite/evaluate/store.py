@@ -28,6 +28,7 @@ naming what differs, so that blocks of two different computations are never mixe
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import os
@@ -249,7 +250,7 @@ def _describe(value) -> str:
     return "none (symmetric, X2=None)" if value is None else repr(value)
 
 
-class GramStore:
+class GramStore(abc.ABC):
     """NNGP/NTK Gram matrices on disk, filled block by block (base of the two formats).
 
     Attributes
@@ -379,27 +380,31 @@ class GramStore:
                 "architecture, tol, inputs, get, dtype and block)."
             )
 
-    # Format-specific parts.
-    def _reader(self, name):  # pragma: no cover - abstract
-        raise NotImplementedError
+    # Format-specific parts, provided by each format's subclass.
+    @abc.abstractmethod
+    def _reader(self, name):
+        """The array-like ``name`` on disk."""
 
-    def _write(self, name, rows, cols, values):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _write(self, name, rows, cols, values):
+        """Write one block's values at (rows, cols) of array ``name``."""
 
     def _flush(self):
         pass
 
-    def _mark_done(self, index, error_estimate):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _mark_done(self, index, error_estimate):
+        """Record block ``index`` as written whole, with its error estimate."""
 
     @property
-    def done(self) -> np.ndarray:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def done(self) -> np.ndarray:
         """(grid) bool: the blocks recorded as done (symmetric stores record only i >= j; the blocks
         above the diagonal are written with, and as the transposes of, their mirrors)."""
-        raise NotImplementedError
 
-    def _error_estimates(self) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _error_estimates(self) -> np.ndarray:
+        """(grid) float: each done block's error estimate."""
 
 
 def _chunks(shape, block):
