@@ -202,6 +202,15 @@ def gram(kernel, X1, X2=None, *, store=None, get=("nngp", "ntk"), block=None, dt
             "compute=False builds a lazy in-memory graph, but store= writes the blocks to disk as the job runs. Drop "
             "compute=False (the store is filled before gram returns), or drop store to get lazy dask arrays."
         )
+    return _gram_into_store(da, distributed, kernel, X1, X2, store=store, get=get, block=block, dtype=dtype,
+                            client=client, address=address, n_workers=n_workers,
+                            threads_per_worker=threads_per_worker, resume=resume, overwrite=overwrite,
+                            progress=progress, format=format)
+
+
+def _gram_into_store(da, distributed, kernel, X1, X2, *, store, get, block, dtype, client, address, n_workers,
+                     threads_per_worker, resume, overwrite, progress, format):  # noqa: A002
+    """The store route of :func:`gram`: open (or resume) the store, fill its missing blocks on the cluster."""
     if block is None:
         block = _stored_or_default_block(kernel, store, X1, X2, get, resume, overwrite, n_workers, client, address)
     gram_store, X1, X2, get = open_block_store(kernel, store, X1, X2, get=get, block=block, dtype=dtype,

@@ -470,13 +470,9 @@ def nystrom_fit(kernel, X_train, y_train, *, ridge: float, n_centers=None, cente
     """
     t0 = time.perf_counter()
     kernel = kernel if isinstance(kernel, CompiledKernel) else compile(kernel)
-    X = kernel.check_inputs(X_train, "X_train")
+    X, Y, block = _check_data(kernel, X_train, y_train, block)
     n = X.shape[0]
-    _check_nonempty(n, f"X_train of shape {X.shape}", "nystrom_fit")
-    Y = _check_targets(y_train, n)
     ridge, get, maxiter, tol, storage, budget = _check_options(ridge, get, maxiter, tol, storage, memory_budget)
-    if block is not None:
-        block = check_param("nystrom_fit", "block", block, low=1, integer=True)
     rule, index = _choose_centers(kernel, get, X, centers, n_centers, ridge, np.random.default_rng(seed), block)
     m = index.size
     block = block or _default_block(m)
@@ -491,6 +487,16 @@ def nystrom_fit(kernel, X_train, y_train, *, ridge: float, n_centers=None, cente
     if not info.converged:
         _warn_not_converged(info, tol, maxiter, ridge, cg["breakdown"])
     return NystromPredictor(kernel, get, ridge, C, index, alpha if Y.ndim == 2 else alpha[:, 0], info)
+
+
+def _check_data(kernel, X_train, y_train, block):
+    """(X, Y, block) checked: inputs for the kernel, targets of matching length, a positive block or None."""
+    X = kernel.check_inputs(X_train, "X_train")
+    _check_nonempty(X.shape[0], f"X_train of shape {X.shape}", "nystrom_fit")
+    Y = _check_targets(y_train, X.shape[0])
+    if block is not None:
+        block = check_param("nystrom_fit", "block", block, low=1, integer=True)
+    return X, Y, block
 
 
 def _solve(cross, K_mm, Y, ridge, maxiter, tol, progress):
