@@ -84,14 +84,14 @@ def _preconditioner(reader, centres, ridge):
 def store_regression(kernel, X, y, X_test, ridge, store, *, n_centers=1000, tol=1e-8, maxiter=500, seed=0):
     """(prediction at X_test, info dict): the exact t = ∞ NTK mean, Θ from the store at ``store``."""
     t0 = time.perf_counter()
-    gram = kernel.gram_to(store, X, get="ntk", format="npy")
+    kernel.gram_to(store, X, get="ntk", format="npy")
     gram_s = time.perf_counter() - t0
     reader = _NpyRows(os.path.join(os.fspath(store), "ntk.npy"))
     try:
         n = reader.shape[0]
         centres = np.sort(np.random.default_rng(seed).choice(n, size=min(n, n_centers), replace=False))
         precondition = _preconditioner(reader, centres, ridge)
-        alpha, its, rel, _ = _pcg_preconditioned(lambda V: _matvec(reader, V) + ridge * V, precondition,
+        alpha, its, residual = _pcg_preconditioned(lambda V: _matvec(reader, V) + ridge * V, precondition,
                                                  np.asarray(y, float)[:, None], tol, maxiter)
     finally:
         reader.close()
@@ -100,13 +100,12 @@ def store_regression(kernel, X, y, X_test, ridge, store, *, n_centers=1000, tol=
     step = max(1, PANEL_BYTES // (8 * len(X_test)))
     for start in range(0, n, step):  # Θ(X*, X) α in column panels
         pred += kernel(X_test, X[start:start + step], get="ntk").ntk @ alpha[start:start + step, 0]
-    del gram
-    return pred, {"fit_s": fit_s, "gram_s": gram_s, "iterations": its, "converged": bool(rel[0] <= tol),
-                  "residual": float(rel[0]), "n_centers": int(centres.size), "storage": "npy store"}
+    return pred, {"fit_s": fit_s, "gram_s": gram_s, "iterations": its, "converged": residual <= tol,
+                  "residual": residual, "n_centers": int(centres.size), "storage": "npy store"}
 
 
 def _pcg_preconditioned(apply_system, precondition, b, tol, maxiter):
-    """Preconditioned CG on S x = b (one column): x, iterations, relative residual."""
+    """Preconditioned CG on S x = b (one column): x, iterations, relative residual ‖r‖/‖b‖."""
     x = np.zeros_like(b)
     r = b.copy()
     z = precondition(r)
@@ -124,4 +123,4 @@ def _pcg_preconditioned(apply_system, precondition, b, tol, maxiter):
         p = z + (rz_new / rz) * p
         rz = rz_new
         its += 1
-    return x, its, np.array([np.linalg.norm(r) / norm_b]), False
+    return x, its, float(np.linalg.norm(r)) / norm_b
