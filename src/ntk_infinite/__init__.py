@@ -36,6 +36,7 @@ from .describe.textform import parse_architecture  # noqa: E402
 from .solve import predict  # noqa: E402
 from .verify import empirical  # noqa: E402
 from .solve.selection import select  # noqa: E402
+from . import signal  # noqa: E402
 from .describe.activations import (  # noqa: E402
     ABReLU, Abs, Cos, ELU, Erf, Exp, GELU, Gaussian, LeakyReLU, Mish, Monomial, Polynomial, RBF,
     RectifiedMonomial, SiLU, Sigmoid, Sign, Sin, Softplus, Step, Tanh,
@@ -74,6 +75,7 @@ __all__ = [
     "predict",
     "empirical",
     "select",
+    "signal",
     # activations (ntk_infinite.describe.activations)
     "LeakyReLU", "ABReLU", "Abs", "Step", "Sign", "RectifiedMonomial", "Monomial", "Polynomial", "Erf",
     "GELU", "Sin", "Cos", "Gaussian", "Exp", "RBF", "Tanh", "Sigmoid", "Softplus", "SiLU", "ELU", "Mish",

@@ -1,0 +1,182 @@
+"""nk.signal: mean-field signal propagation (Poole et al. 2016; Schoenholz et al. 2017).
+
+References, none from the library's duals: values known in closed form (ReLU's χ₁ = σ_w²/2,
+the σ_b = 0 edges at σ_w φ'(0) = 1), mpmath quadrature of the defining Gaussian integrals
+(with the Schoenholz form V'(q*) = χ₁ + σ_w² E[φ φ''], not a derivative of the dual), a
+200 × 200-node Gauss–Hermite product rule for the two-dimensional expectations, and deep
+finite-width networks drawn with NumPy.
+"""
+
+import math
+
+import mpmath as mp
+import numpy as np
+import pytest
+from scipy import optimize
+
+import ntk_infinite as nk
+from ntk_infinite.errors import ParameterError
+
+# φ, φ', φ'' for the references (mpmath), by hand.
+MP_FUNCTIONS = {
+    "tanh": (mp.tanh, lambda x: 1 - mp.tanh(x) ** 2, lambda x: -2 * mp.tanh(x) * (1 - mp.tanh(x) ** 2)),
+    "erf": (mp.erf, lambda x: 2 / mp.sqrt(mp.pi) * mp.exp(-x * x),
+            lambda x: -4 * x / mp.sqrt(mp.pi) * mp.exp(-x * x)),
+}
+LAYERS = {"tanh": nk.Tanh(), "erf": nk.Erf()}
+NP_PHI = {"tanh": np.tanh, "erf": lambda x: __import__("scipy").special.erf(x)}
+
+
+def _gauss(f, q):
+    """E[f(√q z)], z ~ N(0, 1), by mpmath quadrature."""
+    s = mp.sqrt(q)
+    return mp.quad(lambda z: mp.npdf(z) * f(s * z), [-mp.inf, 0, mp.inf])
+
+
+def _reference(name, w, b):
+    """q*, χ₁, V'(q*) from mpmath (20 digits), the fixed point by mpmath.findroot."""
+    mp.mp.dps = 20
+    phi, dphi, ddphi = MP_FUNCTIONS[name]
+    w2, b2 = mp.mpf(w) ** 2, mp.mpf(b) ** 2
+    q = mp.mpf(1)
+    for _ in range(8):  # along the orbit from q0 = 1, then the secant method
+        q = w2 * _gauss(lambda x: phi(x) ** 2, q) + b2
+    q = mp.findroot(lambda x: w2 * _gauss(lambda y: phi(y) ** 2, x) + b2 - x, q)
+    chi1 = w2 * _gauss(lambda x: dphi(x) ** 2, q)
+    slope = chi1 + w2 * _gauss(lambda x: phi(x) * ddphi(x), q)
+    mp.mp.dps = 15
+    return float(q), float(chi1), float(slope)
+
+
+_Z, _WZ = np.polynomial.hermite_e.hermegauss(200)
+_WZ = _WZ / math.sqrt(2.0 * math.pi)
+
+
+def _pair_expectation(f, g, q, c):
+    """E[f(u) g(v)] with u, v ~ N(0, q), correlation c: a Gauss–Hermite product rule."""
+    z1, z2 = np.meshgrid(_Z, _Z, indexing="ij")
+    u = math.sqrt(q) * z1
+    v = math.sqrt(q) * (c * z1 + math.sqrt(1.0 - c * c) * z2)
+    return float(np.einsum("i,j,ij->", _WZ, _WZ, f(u) * g(v)))
+
+
+@pytest.mark.parametrize("w", [0.5, 1.0, 1.3, 1.9])
+def test_relu_without_bias_has_chi_1_half_sigma_w_squared(w):
+    point = nk.signal.analyse(nk.ReLU(), w)
+    assert point.chi_1 == pytest.approx(w * w / 2, rel=1e-15)
+    assert point.phase == ("ordered" if w * w < 2 else "chaotic")
+
+
+@pytest.mark.parametrize("b", [0.0, 0.3, 1.0])
+def test_relu_edge_of_chaos_is_sigma_w_squared_two(b):
+    assert nk.signal.edge_of_chaos(nk.ReLU(), b) ** 2 == pytest.approx(2.0, abs=1e-12)
+
+
+def test_odd_activations_without_bias_are_critical_where_sigma_w_phi_prime_zero_is_one():
+    # tanh'(0) = 1 and erf'(0) = 2/√π: χ₁ = σ_w² φ'(0)² at q* = 0.
+    assert nk.signal.edge_of_chaos(nk.Erf(), 0.0) == pytest.approx(math.sqrt(math.pi) / 2, abs=1e-12)
+    assert nk.signal.analyse(nk.Erf(), math.sqrt(math.pi) / 2).phase == "critical"
+
+
+@pytest.mark.slow
+def test_tanh_without_bias_is_critical_at_sigma_w_one():
+    assert nk.signal.edge_of_chaos(nk.Tanh(), 0.0) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("name, w, b, rtol", [("erf", 2.0, 0.1, 1e-10), ("tanh", 1.5, 0.3, 1e-9),
+                                              pytest.param("erf", 1.2, 0.6, 1e-10, marks=pytest.mark.slow),
+                                              pytest.param("tanh", 1.1, 0.5, 1e-9, marks=pytest.mark.slow)])
+def test_fixed_point_chi_1_and_variance_slope_match_mpmath(name, w, b, rtol):
+    point = nk.signal.analyse(LAYERS[name], w, b)
+    q, chi1, slope = _reference(name, w, b)
+    assert point.q_star == pytest.approx(q, rel=rtol)
+    assert point.chi_1 == pytest.approx(chi1, rel=rtol)
+    assert point.slope_q == pytest.approx(slope, rel=rtol)
+    assert point.xi_q == pytest.approx(-1.0 / math.log(slope), rel=10 * rtol)
+    assert point.phase == ("chaotic" if chi1 > 1 else "ordered")
+
+
+@pytest.mark.parametrize("name, w, b", [("erf", 2.0, 0.1), ("tanh", 1.5, 0.3)])
+def test_chaotic_correlation_fixed_point_and_its_depth_scale_match_quadrature(name, w, b):
+    point = nk.signal.analyse(LAYERS[name], w, b)
+    q = point.q_star
+    phi = NP_PHI[name]
+    dphi = {"tanh": lambda x: 1 - np.tanh(x) ** 2, "erf": lambda x: 2 / math.sqrt(math.pi) * np.exp(-x * x)}[name]
+
+    def excess(c):
+        return (w * w * _pair_expectation(phi, phi, q, c) + b * b) / q - c
+
+    c_star = optimize.brentq(excess, -0.99, 0.999, xtol=1e-15)
+    chi_c = w * w * _pair_expectation(dphi, dphi, q, c_star)
+    assert point.c_star == pytest.approx(c_star, abs=1e-9)
+    assert point.chi_c == pytest.approx(chi_c, rel=1e-9)
+    assert point.xi_c == pytest.approx(-1.0 / math.log(chi_c), rel=1e-8)
+
+
+def test_ordered_phase_has_c_star_one_and_xi_c_from_chi_1():
+    point = nk.signal.analyse(nk.Erf(), 1.2, 0.6)
+    assert point.phase == "ordered" and point.c_star == 1.0
+    assert point.xi_c == pytest.approx(-1.0 / math.log(point.chi_1), rel=1e-14)
+
+
+def test_maps_are_consistent_with_the_fixed_points():
+    point = nk.signal.analyse(nk.Erf(), 2.0, 0.1)
+    V = nk.signal.variance_map(nk.Erf(), 2.0, 0.1)
+    C = nk.signal.correlation_map(nk.Erf(), 2.0, 0.1)
+    assert float(V(point.q_star)) == pytest.approx(point.q_star, rel=1e-13)
+    assert float(C(1.0)) == pytest.approx(1.0, rel=1e-13)
+    assert float(C(point.c_star)) == pytest.approx(point.c_star, abs=1e-12)
+
+
+def _finite_correlations(phi, w, b, q, c0, depth, width, seed):
+    """Correlation of two inputs layer by layer through one deep finite network (NumPy)."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((2, width))
+    h = np.sqrt(q) * np.stack([z[0], c0 * z[0] + math.sqrt(1 - c0 * c0) * z[1]])
+    out = []
+    for _ in range(depth):
+        W = rng.standard_normal((width, width)) * (w / math.sqrt(width))
+        h = phi(h) @ W.T + b * rng.standard_normal(width)
+        out.append(float(h[0] @ h[1] / math.sqrt((h[0] @ h[0]) * (h[1] @ h[1]))))
+    return np.array(out)
+
+
+def test_finite_network_correlations_follow_the_correlation_map():
+    w, b, c0, depth = 1.5, 0.3, 0.2, 6
+    point = nk.signal.analyse(nk.Tanh(), w, b)
+    C = nk.signal.correlation_map(nk.Tanh(), w, b)
+    predicted, c = [], c0
+    for _ in range(depth):
+        c = float(C(c))
+        predicted.append(c)
+    runs = np.array([_finite_correlations(np.tanh, w, b, point.q_star, c0, depth, 800, seed) for seed in range(6)])
+    mean, err = runs.mean(0), runs.std(0, ddof=1) / math.sqrt(len(runs))
+    # Finite-width bias is O(1/width); 4 standard errors plus 0.01 for it.
+    assert np.all(np.abs(mean - predicted) <= 4 * err + 0.01), (mean, predicted, err)
+
+
+@pytest.mark.slow
+def test_finite_network_correlations_decay_to_c_star_over_xi_c():
+    """|c_l − c*| ∝ χ_c^l near the fixed point: the measured decay rate matches ξ_c."""
+    w, b = 1.5, 0.3
+    point = nk.signal.analyse(nk.Tanh(), w, b)
+    depth = 30
+    runs = np.array([_finite_correlations(np.tanh, w, b, point.q_star, 0.95, depth, 3000, seed) for seed in range(8)])
+    gap = np.abs(runs.mean(0) - point.c_star)
+    layers = np.arange(1, depth + 1)
+    use = (gap > 0.01) & (layers > 3)  # the linear regime, above the Monte-Carlo floor
+    slope = np.polyfit(layers[use], np.log(gap[use]), 1)[0]
+    assert -1.0 / slope == pytest.approx(point.xi_c, rel=0.25)
+
+
+def test_errors_name_what_was_expected():
+    with pytest.raises(TypeError, match="activation layer such as nk.Tanh"):
+        nk.signal.analyse(nk.Dense(), 1.0)
+    with pytest.raises(ParameterError, match="'sigma_w' parameter of analyse must be a float in the range \\(0"):
+        nk.signal.analyse(nk.ReLU(), 0.0)
+    with pytest.raises(ParameterError, match="'sigma_b' parameter"):
+        nk.signal.analyse(nk.ReLU(), 1.0, -0.1)
+    with pytest.raises(ParameterError, match="low < high"):
+        nk.signal.edge_of_chaos(nk.ReLU(), 0.0, bracket=(2.0, 1.0))
+    with pytest.raises(ParameterError, match="does not change sign.*wider bracket"):
+        nk.signal.edge_of_chaos(nk.Erf(), 0.1, bracket=(0.1, 0.5))
