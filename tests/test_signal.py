@@ -180,3 +180,57 @@ def test_errors_name_what_was_expected():
         nk.signal.edge_of_chaos(nk.ReLU(), 0.0, bracket=(2.0, 1.0))
     with pytest.raises(ParameterError, match="does not change sign.*wider bracket"):
         nk.signal.edge_of_chaos(nk.Erf(), 0.1, bracket=(0.1, 0.5))
+
+
+def _naive_layerwise(layers, q, c):
+    """The pair recursion by mpmath quadrature of E[φ(u)φ(v)] (tanh) and plain algebra (Dense)."""
+    mp.mp.dps = 20
+    out = [(q, c)]
+    for kind, w, b in layers:
+        if kind == "dense":
+            q, c = w * w * q + b * b, (w * w * c * q + b * b) / (w * w * q + b * b)
+        else:
+            s = math.sqrt(q)
+            q_out = float(_gauss(lambda x: mp.tanh(x) ** 2, q))
+            pair = _pair_expectation(np.tanh, np.tanh, q, c)
+            q, c = q_out, pair / q_out
+            del s
+        out.append((q, c))
+    return np.array(out)
+
+
+def test_layerwise_follows_the_naive_pair_recursion():
+    text = "2*(Dense(1.5, 0.3) > Tanh) > Dense(0.8, 0.1)"
+    s = nk.signal.layerwise(text, q=0.7, c=0.25)
+    layers = [("dense", 1.5, 0.3), ("tanh", 0, 0)] * 2 + [("dense", 0.8, 0.1)]
+    ref = _naive_layerwise(layers, 0.7, 0.25)
+    np.testing.assert_allclose(s.q, ref[:, 0], rtol=1e-9)
+    np.testing.assert_allclose(s.c, ref[:, 1], rtol=1e-9)
+    # The compiled kernel of the same architecture: its NNGP of two inputs with |x|²/d = 0.7.
+    rng = np.random.default_rng(1)
+    u, v = rng.standard_normal((2, 40))
+    v = v - (u @ v) / (u @ u) * u
+    x1 = u / np.linalg.norm(u)
+    x2 = 0.25 * x1 + math.sqrt(1 - 0.25 ** 2) * v / np.linalg.norm(v)
+    X = np.stack([x1, x2]) * math.sqrt(0.7 * 40)
+    K = nk.compile(text)(X).nngp
+    assert K[0, 0] == pytest.approx(s.q[-1], rel=1e-12)
+    assert K[0, 1] / K[0, 0] == pytest.approx(s.c[-1], rel=1e-12)
+
+
+def test_layerwise_rejects_spatial_layers_and_zero_variance():
+    with pytest.raises(nk.ArchitectureError, match="covers dense architectures"):
+        nk.signal.layerwise("Conv(filter_shape=(3,)) > ReLU > Flatten > Dense")
+    with pytest.raises(ParameterError, match="'q' parameter of layerwise must be a float in the range \\(0, inf\\)"):
+        nk.signal.layerwise("Dense(1.0, 0.0) > ReLU", q=-1.0)
+
+
+def test_ntk_degenerates_with_depth_in_the_ordered_phase_only():
+    X = np.random.default_rng(0).standard_normal((8, 6))
+    ordered = nk.signal.ntk_condition(nk.Erf(), 1.0, 0.3, X, depths=[4, 12, 36], threshold=1e3)
+    chaotic = nk.signal.ntk_condition(nk.Erf(), 2.5, 0.3, X, depths=[36])
+    assert np.all(np.diff(ordered.ntk) > 0) and ordered.ntk[-1] > 1e3
+    assert ordered.degenerate_depth == 36
+    assert chaotic.ntk[-1] < 2.0 and chaotic.degenerate_depth is None
+    with pytest.raises(ParameterError, match="n >= 2 distinct inputs"):
+        nk.signal.ntk_condition(nk.Erf(), 1.0, 0.3, X[:1])

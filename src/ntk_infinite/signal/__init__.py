@@ -4,6 +4,8 @@ and the depth at which the NTK of distinct inputs degenerates. Everything comes 
 activation duals the kernel engine uses.
 """
 
+from .depth import LayerwiseSignal, NTKConditioning, layerwise, ntk_condition
 from .meanfield import SignalPoint, analyse, correlation_map, edge_of_chaos, variance_map
 
-__all__ = ["SignalPoint", "analyse", "variance_map", "correlation_map", "edge_of_chaos"]
+__all__ = ["SignalPoint", "analyse", "variance_map", "correlation_map", "edge_of_chaos", "LayerwiseSignal",
+           "layerwise", "NTKConditioning", "ntk_condition"]
