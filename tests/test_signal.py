@@ -234,3 +234,17 @@ def test_ntk_degenerates_with_depth_in_the_ordered_phase_only():
     assert chaotic.ntk[-1] < 2.0 and chaotic.degenerate_depth is None
     with pytest.raises(ParameterError, match="n >= 2 distinct inputs"):
         nk.signal.ntk_condition(nk.Erf(), 1.0, 0.3, X[:1])
+
+
+def test_command_line_prints_the_quantities_and_the_edge(capsys):
+    from ntk_infinite.cli import main
+
+    assert main(["signal", "Erf", "--sigma-w", "2.0", "--sigma-b", "0.1"]) == 0
+    out = capsys.readouterr().out
+    point = nk.signal.analyse(nk.Erf(), 2.0, 0.1)
+    assert "chaotic" in out and f"{point.c_star:.12g}" in out
+    assert main(["signal", "ReLU", "--sigma-b", "0", "0.5"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [float(r[2]) for r in rows] == pytest.approx([2.0, 2.0], abs=1e-12)
+    assert main(["signal", "Dense > ReLU"]) == 2
+    assert "expects one activation in text form" in capsys.readouterr().err

@@ -9,6 +9,8 @@ Subcommands are contributed by modules listed in :data:`COMMAND_MODULES`; each d
   images, a 3-D (n, L, C) or 4-D (n, H, W, C) .npy, or rows reshaped by ``--input-shape``.
 * ``demo``: compile a default architecture and evaluate it on the shipped breast-cancer data.
 * ``cache [--info | --clear]``: where the on-disk cache is and how big, or delete it.
+* ``signal ACT [--sigma-w W] [--sigma-b B ...]``: mean-field quantities of an activation, or its
+  edge of chaos (:mod:`ntk_infinite.signal`).
 
 User mistakes (a missing file, an output folder that does not exist, a bad architecture)
 exit with status 2 and a message on stderr saying what to do; files are checked before any
@@ -33,6 +35,7 @@ COMMAND_MODULES = (
     "ntk_infinite.compiler.formula",
     "ntk_infinite.verify.runners",
     "ntk_infinite.reports",
+    "ntk_infinite.signal.command",
 )
 
 DEMO_ARCH = "3*(Dense(w_std=1.4142135623730951, b_std=0.1) > ReLU) > Dense(w_std=1.4142135623730951, b_std=0.1)"
