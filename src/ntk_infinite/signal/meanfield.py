@@ -39,10 +39,12 @@ from ..errors import ParameterError, check_param
 
 __all__ = ["SignalPoint", "analyse", "variance_map", "correlation_map", "edge_of_chaos"]
 
-#: Where a diverging variance is said to be infinite, and the q at which χ₁ of such a point is
-#: taken (its large-q limit: exact for homogeneous activations such as ReLU).
-_Q_INFINITE = 1e12
-_Q_LARGE = 1e12
+#: A variance that passes this is reported as diverging (q* = inf), and χ₁ of such a point is
+#: taken here: exact for homogeneous activations (ReLU), the large-q limit for asymptotically
+#: linear ones (GELU, SiLU, ELU). Far beyond, a dual's own rounding at huge q could fake a
+#: fixed point; a bounded activation's q* is at most σ_w² sup φ² + σ_b².
+_Q_INFINITE = 1e8
+_Q_LARGE = 1e8
 #: Where a decaying variance is said to be zero (only when σ_b = 0 and φ(0) = 0).
 _Q_ZERO = 1e-280
 #: |χ₁ − 1| within this (or the dual's error estimate) is the edge of chaos.
