@@ -78,6 +78,12 @@ def test_odd_activations_without_bias_are_critical_where_sigma_w_phi_prime_zero_
     assert nk.signal.analyse(nk.Erf(), math.sqrt(math.pi) / 2).phase == "critical"
 
 
+def test_tanh_edge_matches_the_published_critical_point():
+    # Schoenholz et al. (2017) train tanh networks at their critical point σ_w² ≈ 1.76 for
+    # σ_b² = 0.05 (quoted to two decimals).
+    assert nk.signal.edge_of_chaos(nk.Tanh(), math.sqrt(0.05)) ** 2 == pytest.approx(1.76, abs=0.005)
+
+
 @pytest.mark.slow
 def test_tanh_without_bias_is_critical_at_sigma_w_one():
     assert nk.signal.edge_of_chaos(nk.Tanh(), 0.0) == pytest.approx(1.0, abs=1e-12)

@@ -77,6 +77,7 @@ def _point_table(acts, edge_at_03):
 
 
 def _checks(rows, sigma_b):
+    tanh_published = nk.signal.edge_of_chaos(nk.Tanh(), math.sqrt(0.05)) ** 2
     relu = max(abs(w * w - 2.0) for w, _, _ in rows["ReLU"])
     tanh0 = abs(rows["tanh"][0][0] - 1.0)
     erf0 = abs(rows["erf"][0][0] - math.sqrt(math.pi) / 2)
@@ -87,6 +88,8 @@ def _checks(rows, sigma_b):
         f"{max(w * w for w, _, _ in rows['ReLU']):.15f} | {relu:.1e} |",
         f"| tanh, σ_b = 0: σ_w = 1 (tanh'(0) = 1) | {rows['tanh'][0][0]:.15f} | {tanh0:.1e} |",
         f"| erf, σ_b = 0: σ_w = √π/2 (erf'(0) = 2/√π) | {rows['erf'][0][0]:.15f} | {erf0:.1e} |",
+        f"| tanh, σ_b² = 0.05: σ_w² ≈ 1.76, the critical point of Schoenholz et al. 2017 (two digits) | "
+        f"{tanh_published:.6f} | {abs(tanh_published - 1.76):.1e} |",
     ]
 
 
