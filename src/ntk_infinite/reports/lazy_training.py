@@ -72,12 +72,10 @@ def _rms(a, axis=-1):
     return np.sqrt(np.mean(np.asarray(a) ** 2, axis=axis))
 
 
-def write_table(out_dir: pathlib.Path, quick: bool = False) -> pathlib.Path:
-    """Run the training sweeps and write ``out_dir/lazy_training.md`` (+ ``lazy_training.png``)."""
-    from ..verify.runners import EXPECTED_SLOPE, SLOPE_TOL, fit_slope, output_scale_sweep, sample_data, training_agreement
+def _measure(quick):
+    """The training sweeps over widths and over the output scale α: (runs, scale_runs, seconds)."""
+    from ..verify.runners import output_scale_sweep, sample_data, training_agreement
 
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     X, y, Xt, _ = sample_data(20, 10, seed=0)
     t_start = time.perf_counter()
     runs = []
@@ -94,9 +92,75 @@ def write_table(out_dir: pathlib.Path, quick: bool = False) -> pathlib.Path:
         sw = output_scale_sweep(arch, X, y, width=SCALE_WIDTH, alphas=alphas, samples=2 if quick else SCALE_SEEDS)
         scale_runs.append((label, arch, sw, time.perf_counter() - t0))
     total = time.perf_counter() - t_start
-    bound = EXPECTED_SLOPE + SLOPE_TOL
+    return runs, scale_runs, total
 
-    lines = [
+
+def _width_rows(runs, bound):
+    """The summary table over networks, then the criteria."""
+    lines = []
+    for label, _, res, seeds, seconds in runs:
+        f = res.fits
+        lines.append(
+            f"| {label} | {res.widths[0]}–{res.widths[-1]} | {seeds} | {f['deviation']} | {f['linearized_deviation']} | "
+            f"{res.mean_z[-1]:.2f} (≤ {res.z_critical:.2f}) | {f['ntk_change']} | {f['param_change']} | "
+            f"{res.agreement_verdict} | {res.lazy_verdict} | {seconds:.0f} |"
+        )
+    lines += ["", f"Criteria: slopes of f vs f_t, ΔΘ and Δθ at most {bound:+.1f} (shrinking at least like "
+              "width^−1/2, within the issue's ±0.1); mean z below its critical value. FAIL only when a slope exceeds "
+              "the bound by more than 3.29 standard errors, INCONCLUSIVE in between.", ""]
+    return lines
+
+
+def _network_tables(runs):
+    """Per network: every width's deviations and changes, and the fitted slopes."""
+    from ..verify.runners import fit_slope
+
+    lines = []
+    for label, arch, res, seeds, _ in runs:
+        lines += [f"### {label}: `{arch.to_text()}`", "",
+                  "| width | ‖f − f_t‖ | ‖f − f_lin‖ | mean z | ΔΘ | Δθ | " +
+                  " | ".join(f"Δ layer {i + 1}" for i in range(res.layer_change.shape[1])) + " |",
+                  "|---:|---:|---:|---:|---:|---:|" + "---:|" * res.layer_change.shape[1]]
+        for i, w in enumerate(res.widths):
+            layer_cells = " | ".join(f"{v:.2e}" for v in _rms(res.layer_change[i]))
+            lines.append(
+                f"| {w} | {_rms(res.deviation[i]):.3e} | {_rms(res.linearized_deviation[i]):.3e} | "
+                f"{res.mean_z[i]:.2f} | {_rms(res.ntk_change[i]):.3e} | {_rms(res.param_change[i]):.3e} | {layer_cells} |"
+            )
+        layer_fits = [fit_slope(res.widths, res.layer_change[:, j, :]) for j in range(res.layer_change.shape[1])]
+        lines.append("| slope | " + " | ".join(str(res.fits[k]) for k in
+                     ("deviation", "linearized_deviation")) + " | | " +
+                     " | ".join(str(res.fits[k]) for k in ("ntk_change", "param_change")) + " | " +
+                     " | ".join(str(fit) for fit in layer_fits) + " |")
+        lines.append("")
+    return lines
+
+
+def _scale_rows(scale_runs):
+    """The output-scale sweep table and its slopes."""
+    lines = []
+    header = "| α | " + " | ".join(f"{label}: ΔΘ | {label}: Δθ | {label}: final loss" for label, *_ in scale_runs) + " |"
+    lines += [header, "|---:|" + "---:|---:|---:|" * len(scale_runs)]
+    for i, a in enumerate(scale_runs[0][2].alphas):
+        cells = " | ".join(
+            f"{_rms(sw.ntk_change[i]):.3e} | {_rms(sw.param_change[i]):.3e} | {np.mean(sw.train_loss[i]):.3e}"
+            for _, _, sw, _ in scale_runs)
+        lines.append(f"| {a:g} | {cells} |")
+    cells = " | ".join(f"{sw.fits['ntk_change']} | {sw.fits['param_change']} | " for _, _, sw, _ in scale_runs)
+    lines += [f"| slope (α ≥ 2) | {cells}", ""]
+    lines += [
+        "The parameters move like 1/α for both activations, and the tanh kernel follows 1/α. The ReLU kernel has, "
+        "besides a smooth part that falls like 1/α, jumps whenever a unit's pre-activation on a training point "
+        "changes sign: rare events whose count is roughly Poisson with mean ∝ 1/α, so their RMS contribution falls "
+        "like α^−1/2 and dominates at large α at this width. "
+        "The final loss is α-independent in the lazy regime; at small α the network leaves it (feature learning).",
+    ]
+    return lines
+
+
+def _intro_lines():
+    """The method and the summary table's header."""
+    return [
         "# Trained finite networks vs the analytic predictor; lazy training",
         "",
         "Training: full-batch gradient flow (classical RK4, step 0.25/λ_max of the empirical NTK) on 20 points of the "
@@ -119,34 +183,11 @@ def write_table(out_dir: pathlib.Path, quick: bool = False) -> pathlib.Path:
         "slope ΔΘ | slope Δθ | property 2 | property 3 | seconds |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
-    for label, _, res, seeds, seconds in runs:
-        f = res.fits
-        lines.append(
-            f"| {label} | {res.widths[0]}–{res.widths[-1]} | {seeds} | {f['deviation']} | {f['linearized_deviation']} | "
-            f"{res.mean_z[-1]:.2f} (≤ {res.z_critical:.2f}) | {f['ntk_change']} | {f['param_change']} | "
-            f"{res.agreement_verdict} | {res.lazy_verdict} | {seconds:.0f} |"
-        )
-    lines += ["", f"Criteria: slopes of f vs f_t, ΔΘ and Δθ at most {bound:+.1f} (shrinking at least like "
-              "width^−1/2, within the issue's ±0.1); mean z below its critical value. FAIL only when a slope exceeds "
-              "the bound by more than 3.29 standard errors, INCONCLUSIVE in between.", ""]
-    for label, arch, res, seeds, _ in runs:
-        lines += [f"### {label}: `{arch.to_text()}`", "",
-                  "| width | ‖f − f_t‖ | ‖f − f_lin‖ | mean z | ΔΘ | Δθ | " +
-                  " | ".join(f"Δ layer {i + 1}" for i in range(res.layer_change.shape[1])) + " |",
-                  "|---:|---:|---:|---:|---:|---:|" + "---:|" * res.layer_change.shape[1]]
-        for i, w in enumerate(res.widths):
-            layer_cells = " | ".join(f"{v:.2e}" for v in _rms(res.layer_change[i]))
-            lines.append(
-                f"| {w} | {_rms(res.deviation[i]):.3e} | {_rms(res.linearized_deviation[i]):.3e} | "
-                f"{res.mean_z[i]:.2f} | {_rms(res.ntk_change[i]):.3e} | {_rms(res.param_change[i]):.3e} | {layer_cells} |"
-            )
-        layer_fits = [fit_slope(res.widths, res.layer_change[:, j, :]) for j in range(res.layer_change.shape[1])]
-        lines.append("| slope | " + " | ".join(str(res.fits[k]) for k in
-                     ("deviation", "linearized_deviation")) + " | | " +
-                     " | ".join(str(res.fits[k]) for k in ("ntk_change", "param_change")) + " | " +
-                     " | ".join(str(fit) for fit in layer_fits) + " |")
-        lines.append("")
-    lines += [
+
+
+def _reading_lines():
+    """How to read the slopes, and the output-scale section's introduction."""
+    return [
         "Reading the slopes. Property 2 holds with the predicted rate: the trained network tracks the analytic "
         "f_t with an error falling like width^−1/2, and the seed average tracks μ_t. The network is much closer to "
         "its own linearisation than to the infinite-width predictor (slopes between about −0.6 and −1): what "
@@ -164,22 +205,22 @@ def write_table(out_dir: pathlib.Path, quick: bool = False) -> pathlib.Path:
         "Slopes are fitted over α ≥ 2; expected −1.",
         "",
     ]
-    header = "| α | " + " | ".join(f"{label}: ΔΘ | {label}: Δθ | {label}: final loss" for label, *_ in scale_runs) + " |"
-    lines += [header, "|---:|" + "---:|---:|---:|" * len(scale_runs)]
-    for i, a in enumerate(scale_runs[0][2].alphas):
-        cells = " | ".join(
-            f"{_rms(sw.ntk_change[i]):.3e} | {_rms(sw.param_change[i]):.3e} | {np.mean(sw.train_loss[i]):.3e}"
-            for _, _, sw, _ in scale_runs)
-        lines.append(f"| {a:g} | {cells} |")
-    cells = " | ".join(f"{sw.fits['ntk_change']} | {sw.fits['param_change']} | " for _, _, sw, _ in scale_runs)
-    lines += [f"| slope (α ≥ 2) | {cells}", ""]
-    lines += [
-        "The parameters move like 1/α for both activations, and the tanh kernel follows 1/α. The ReLU kernel has, "
-        "besides a smooth part that falls like 1/α, jumps whenever a unit's pre-activation on a training point "
-        "changes sign: rare events whose count is roughly Poisson with mean ∝ 1/α, so their RMS contribution falls "
-        "like α^−1/2 and dominates at large α at this width. "
-        "The final loss is α-independent in the lazy regime; at small α the network leaves it (feature learning).",
-    ]
+
+
+def write_table(out_dir: pathlib.Path, quick: bool = False) -> pathlib.Path:
+    """Run the training sweeps and write ``out_dir/lazy_training.md`` (+ ``lazy_training.png``)."""
+    from ..verify.runners import EXPECTED_SLOPE, SLOPE_TOL
+
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs, scale_runs, total = _measure(quick)
+    bound = EXPECTED_SLOPE + SLOPE_TOL
+
+    lines = _intro_lines()
+    lines += _width_rows(runs, bound)
+    lines += _network_tables(runs)
+    lines += _reading_lines()
+    lines += _scale_rows(scale_runs)
     png = _plot(out_dir / "lazy_training.png", runs, scale_runs)
     if png is not None:
         lines += ["", f"![Deviation and laziness against width and output scale]({png.name})"]
