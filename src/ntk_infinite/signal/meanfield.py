@@ -70,7 +70,9 @@ class SignalPoint:
     slope_q : float
         V'(q*), the slope of the variance map at its fixed point.
     xi_q, xi_c : float
-        Depth scales −1/log V'(q*) and −1/log χ_c (``inf`` at criticality).
+        Depth scales −1/log V'(q*) and −1/log χ_c of the approach to a stable fixed point;
+        ``inf`` at criticality, and where there is no such approach (a slope ≥ 1: q* = inf, or
+        c* = 1 reported for a diverging variance).
     phase : str
         "ordered", "chaotic" or "critical".
     error_estimate : float
