@@ -230,6 +230,7 @@ def _fresh_process_kernel(tmp_path, how, seed=0):
         np.testing.assert_allclose(got[1], T, rtol=NAIVE_RTOL)
 
 
+@pytest.mark.slow  # the default run has the same property in test_cache.py (every kind of damage at once)
 def test_damaged_cache_mixed(tmp_path):
     _fresh_process_kernel(tmp_path, "mixed")
 

@@ -72,6 +72,7 @@ def test_generic_route_on_relu_reports_its_accuracy():
     assert abs((k.ntk[0, 0] - k.nngp[0, 0]) / c - Td) <= 2 * est
 
 
+@pytest.mark.slow  # one layer of the same route against dblquad: test_generic_route_tanh_within_reported_accuracy
 def test_generic_tanh_network_matches_naive_dblquad_recursion():
     arch = nk.serial(nk.Dense(w_std=1.3, b_std=0.2), nk.Activation(np.tanh, name="tanh"), nk.Dense(w_std=1.3, b_std=0.2),
                      nk.Activation(np.tanh, name="tanh"), nk.Dense(w_std=1.3, b_std=0.2))
