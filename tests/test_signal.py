@@ -313,3 +313,21 @@ def test_fixed_points_phase_and_depth_scales_are_consistent(w, b, which):
         assert p.xi_c == pytest.approx(-1.0 / math.log(p.chi_1), rel=1e-12)
     else:
         assert p.chi_c <= p.chi_1 + 1e-12 or not 0 < p.q_star < math.inf
+
+
+def test_a_variance_map_that_returns_nan_is_an_error_not_a_divergence(monkeypatch):
+    from ntk_infinite.compiler.duals.base import PointResult
+    from ntk_infinite.signal import meanfield
+
+    real = meanfield._dual
+
+    class NaNDual:
+        def __init__(self, dual):
+            self.layer = dual.layer
+
+        def point(self, q):
+            return PointResult(np.full(q.shape, np.nan), np.full(q.shape, np.nan))
+
+    monkeypatch.setattr(meanfield, "_dual", lambda act, tol: NaNDual(real(act, tol)))
+    with pytest.raises(nk.ActivationError, match="returned NaN at q = 1"):
+        nk.signal.analyse(nk.Erf(), 1.0, 0.1)

@@ -35,7 +35,7 @@ from scipy import optimize
 
 from ..compiler.duals import resolve_dual
 from ..describe.layers import ActivationLayer
-from ..errors import ParameterError, check_param
+from ..errors import ActivationError, ParameterError, check_param
 
 __all__ = ["SignalPoint", "analyse", "variance_map", "correlation_map", "edge_of_chaos"]
 
@@ -157,7 +157,11 @@ def _variance_fixed_point(dual, w2, b2, q0):
     # nearby pair of fixed points is not jumped), then Brent's method.
     for _ in range(40):
         nxt = V(q)
-        if not math.isfinite(nxt) or nxt > _Q_INFINITE:
+        if math.isnan(nxt):
+            raise ActivationError(f"The variance map of {dual.layer!r} returned NaN at q = {q:.6g} (σ_w² = {w2:.6g}, "
+                                  f"σ_b² = {b2:.6g}); check that the activation is finite and square-integrable "
+                                  "under a Gaussian of that variance.")
+        if nxt > _Q_INFINITE:
             return math.inf
         if nxt < _Q_ZERO:
             return 0.0
