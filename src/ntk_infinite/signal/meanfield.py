@@ -185,10 +185,13 @@ def _variance_fixed_point(dual, w2, b2, q0):
             if hi > _Q_INFINITE:
                 return math.inf
     else:
+        # Without a bias V(q) = V'(0) q + O(q²) near 0: once V(q) < q at q = 1e-12 q0 it stays
+        # below down to 0 (to 12 digits), so q* = 0 without walking down to _Q_ZERO.
+        floor = 1e-12 * max(q0, 1.0) if b2 == 0.0 else _Q_ZERO
         while f(lo) < 0.0:
             steps += 1
             lo, hi = lo * (0.8 if steps <= 60 else 1e-3), lo
-            if lo < _Q_ZERO:
+            if lo < floor:
                 return 0.0
     return optimize.brentq(f, lo, hi, xtol=1e-300, rtol=1e-15, maxiter=500)
 
