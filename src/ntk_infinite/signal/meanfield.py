@@ -145,12 +145,16 @@ def correlation_map(activation, sigma_w: float, sigma_b: float = 0.0, *, q=None,
     return C
 
 
-def _variance_fixed_point(dual, w2, b2, q0):
-    """The fixed point of V reached by iterating from q0, refined by Brent's method."""
-
+def _scalar_variance_map(dual, w2, b2):
     def V(q):
         return w2 * float(dual.point(np.array([q])).q_out[0]) + b2
 
+    return V
+
+
+def _variance_fixed_point(dual, w2, b2, q0):
+    """The fixed point of V reached by iterating from q0, refined by Brent's method."""
+    V = _scalar_variance_map(dual, w2, b2)
     q = q0
     # The orbit of a monotone V moves towards the attracting fixed point without passing it;
     # a few steps, then a geometric search from the last iterate (fine steps first, so that a
@@ -223,11 +227,7 @@ def _slope_of_variance_map(dual, w2, b2, q_star, chi_1, chi_err):
     φ'(0)² q + O(q²) and Ṫ(0, 0, 0) = φ'(0)²) the slope is χ₁ itself."""
     if q_star == 0.0:
         return chi_1, chi_err
-
-    def V(q):
-        return w2 * float(dual.point(np.array([q])).q_out[0]) + b2
-
-    return _ridders_derivative(V, q_star, 0.1 * q_star)
+    return _ridders_derivative(_scalar_variance_map(dual, w2, b2), q_star, 0.1 * q_star)
 
 
 def _correlation_fixed_point(dual, w2, b2, q_star):
@@ -241,10 +241,7 @@ def _correlation_fixed_point(dual, w2, b2, q_star):
     qs = np.full(grid.shape, q_star)
     values = (w2 * dual.T(qs, qs, grid * q_star) + b2) / q_star - grid
     # C(c) − c < 0 just below 1 when χ₁ > 1; the fixed point is the last sign change below it.
-    hi_index = len(grid) - 1
-    while hi_index > 0 and values[hi_index] >= 0.0:
-        hi_index -= 1
-    idx = np.nonzero((values[:hi_index] >= 0.0) & (values[1:hi_index + 1] < 0.0))[0]
+    idx = np.nonzero((values[:-1] >= 0.0) & (values[1:] < 0.0))[0]
     if len(idx) == 0:
         return -1.0  # C(c) < c on all of [−1, 1): perfectly anti-correlated limit
     k = idx[-1]
