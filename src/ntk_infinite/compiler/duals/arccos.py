@@ -49,6 +49,7 @@ values that vanish at θ = π (ReLU at ρ = −1) keep their relative accuracy. 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import sympy as sp
@@ -327,20 +328,16 @@ class ArcCosineDual(Dual):
         return cached_text(f"arccos-tile-v7|{self.degree}|{name}", lambda: _generate_arccos(self.degree, name))
 
 
-def _generate_arccos(n: int, name: str) -> str:
-    """Numba source of the tile function of the order-n two-sided arc-cosine dual.
-
-    Two loops per tile row, so the common case vectorises (duals/base.py): a branch-free
-    main loop over row views evaluates the closed form for every entry, then a scalar
-    fix-up loop re-evaluates the few entries whose angle is within the Taylor switch of 0
-    or π with the series branches, from a copy of the row's input state.
-    """
+def _arccos_tables(n: int) -> SimpleNamespace:
+    """What the order-n tile writers need: the series tables, the closed forms of the middle
+    branch, and the fix-up thresholds in cos θ."""
     A, B, sw_pi = _series_tables(n)
     g = sp.Symbol("g0")
     J0 = sp.pi * arc_cosine_parts(n)[0].subs(_C, 1)
     theta = sp.Symbol("theta")
     # Middle branch: closed form ρ' = [J_n(θ) + γ J_n(π−θ)] / J_n(0).
     rn_mid = (_J_at(n, _S, _C, _PSI) + g * _J_at(n, _S, -_C, theta)) / J0
+    G_mid = None
     if n >= 1:
         G_mid = _J_at(n - 1, _S, _C, _PSI) - g * _J_at(n - 1, _S, -_C, theta)
     sw_td = _series_tables(n - 1)[2] if n >= 2 else 0.0
@@ -352,85 +349,100 @@ def _generate_arccos(n: int, name: str) -> str:
     # Near θ = π the closed form of J_n(π − ψ) ~ ψ^{2n+1} cancels (more for larger n): there
     # the fix-up range is the series' own switch, so T and Ṫ keep their relative accuracy.
     fix_lo = -math.cos(max(FIXUP_SWITCH, sw_pi, sw_td))
+    return SimpleNamespace(n=n, A=A, B=B, sw_pi=sw_pi, rn_mid=rn_mid, G_mid=G_mid, fix_hi=fix_hi, fix_lo=fix_lo)
 
-    def angle(ind):
-        lines = [ind + "co = rin[b]", ind + "s = math.sqrt(sin2[b])"]
-        if n == 0:
-            # Degree 0 (steps) maps θ to θ' ~ √θ, so angles below the rounding level of the
-            # inputs are snapped to 0 rather than amplified. A zero-variance input (the
-            # engine's ρ = sin²θ = 0) paired with a nonzero one is independent of it:
-            # θ = π/2, the limit that matches its per-point variance F(0) (PSD kernel).
-            lines += [
-                ind + f"s = s if s >= {_SNAP!r} else 0.0",
-                ind + "s = 1.0 if (s == 0.0 and co == 0.0 and (sa != 0.0 or sqbb[b] != 0.0)) else s",
-            ]
-        return lines + [ind + "theta, psi = angle_pair(s, co)"]
 
-    def scale(ind):  # (q1 q2)^((n-1)/2) of the NTK factor
-        if n <= 1:
-            return []
-        return [ind + "r_ = sa * sqbb[b]", ind + "td = td" + " * r_" * (n - 1)]
-
-    def closed_entry(ind, with_ntk):
-        lines = angle(ind)
-        lines += emit_assignments([("rn", rn_mid)], ind, "_m")
+def _angle_lines(t, ind):
+    lines = [ind + "co = rin[b]", ind + "s = math.sqrt(sin2[b])"]
+    if t.n == 0:
+        # Degree 0 (steps) maps θ to θ' ~ √θ, so angles below the rounding level of the
+        # inputs are snapped to 0 rather than amplified. A zero-variance input (the
+        # engine's ρ = sin²θ = 0) paired with a nonzero one is independent of it:
+        # θ = π/2, the limit that matches its per-point variance F(0) (PSD kernel).
         lines += [
-            ind + "om = max(1.0 - rn, 0.0)",
-            ind + "op = max(1.0 + rn, 0.0)",
-            ind + "rr[b] = min(max(rn, -1.0), 1.0)",
-            ind + "ss[b] = min(om * op, 1.0)",
+            ind + f"s = s if s >= {_SNAP!r} else 0.0",
+            ind + "s = 1.0 if (s == 0.0 and co == 0.0 and (sa != 0.0 or sqbb[b] != 0.0)) else s",
         ]
-        if with_ntk:
-            if n == 0:
-                lines += [ind + "tt[b] = 0.0"]
-            else:
-                lines += emit_assignments([("gg", G_mid)], ind, "_g")
-                lines += [ind + "td = gsc * gg"] + scale(ind) + [ind + "tt[b] = tin[b] * td"]
-        return lines
+    return lines + [ind + "theta, psi = angle_pair(s, co)"]
 
-    def exact_entry(ind):
-        lines = angle(ind) + [
-            ind + f"if theta < {SERIES_SWITCH!r}:",
-            ind + "    " + _horner("sa_", A, "theta"),
-            ind + "    " + _horner("sb_", B, "theta"),
-            ind + "    om = sa_ - g0 * sb_",
-            ind + "    rn = 1.0 - om",
-            ind + "    op = 2.0 - om",
-            ind + f"elif psi < {sw_pi!r}:",
-            ind + "    " + _horner("sa_", A, "psi"),
-            ind + "    " + _horner("sb_", B, "psi"),
-            ind + "    rn = sb_ + g0 * (1.0 - sa_)",
-            ind + "    om = omg + g0 * sa_ - sb_",
-            ind + "    op = opg - g0 * sa_ + sb_",
-            ind + "else:",
-        ]
-        lines += emit_assignments([("rn", rn_mid)], ind + "    ", "_m")
-        lines += [
-            ind + "    om = 1.0 - rn",
-            ind + "    op = 1.0 + rn",
-            ind + "om = max(om, 0.0)",
-            ind + "op = max(op, 0.0)",
-            ind + "rr[b] = min(max(rn, -1.0), 1.0)",
-            ind + "ss[b] = min(om * op, 1.0)",
-            ind + "if want_ntk:",
-        ]
-        if n == 0:
-            return lines + [ind + "    tt[b] = 0.0"]
-        if n >= 2:
-            Am, Bm, sw_m = _series_tables(n - 1)
-            jm = float(sp.pi * arc_cosine_parts(n - 1)[0].subs(_C, 1))
-            lines += [
-                ind + f"    if psi < {sw_m!r}:",
-                ind + "        " + _horner("ta_", Am, "psi"),
-                ind + "        " + _horner("tb_", Bm, "psi"),
-                ind + f"        gg = {jm!r} * (tb_ - g0 * (1.0 - ta_))",
-                ind + "    else:",
-            ]
-            lines += emit_assignments([("gg", G_mid)], ind + "        ", "_g")
+
+def _scale_lines(t, ind):  # (q1 q2)^((n-1)/2) of the NTK factor
+    if t.n <= 1:
+        return []
+    return [ind + "r_ = sa * sqbb[b]", ind + "td = td" + " * r_" * (t.n - 1)]
+
+
+def _closed_entry_lines(t, ind, with_ntk):
+    lines = _angle_lines(t, ind)
+    lines += emit_assignments([("rn", t.rn_mid)], ind, "_m")
+    lines += [
+        ind + "om = max(1.0 - rn, 0.0)",
+        ind + "op = max(1.0 + rn, 0.0)",
+        ind + "rr[b] = min(max(rn, -1.0), 1.0)",
+        ind + "ss[b] = min(om * op, 1.0)",
+    ]
+    if with_ntk:
+        if t.n == 0:
+            lines += [ind + "tt[b] = 0.0"]
         else:
-            lines += emit_assignments([("gg", G_mid)], ind + "    ", "_g")
-        return lines + [ind + "    td = gsc * gg"] + scale(ind + "    ") + [ind + "    tt[b] = tin[b] * td"]
+            lines += emit_assignments([("gg", t.G_mid)], ind, "_g")
+            lines += [ind + "td = gsc * gg"] + _scale_lines(t, ind) + [ind + "tt[b] = tin[b] * td"]
+    return lines
 
+
+def _exact_entry_lines(t, ind):
+    lines = _angle_lines(t, ind) + [
+        ind + f"if theta < {SERIES_SWITCH!r}:",
+        ind + "    " + _horner("sa_", t.A, "theta"),
+        ind + "    " + _horner("sb_", t.B, "theta"),
+        ind + "    om = sa_ - g0 * sb_",
+        ind + "    rn = 1.0 - om",
+        ind + "    op = 2.0 - om",
+        ind + f"elif psi < {t.sw_pi!r}:",
+        ind + "    " + _horner("sa_", t.A, "psi"),
+        ind + "    " + _horner("sb_", t.B, "psi"),
+        ind + "    rn = sb_ + g0 * (1.0 - sa_)",
+        ind + "    om = omg + g0 * sa_ - sb_",
+        ind + "    op = opg - g0 * sa_ + sb_",
+        ind + "else:",
+    ]
+    lines += emit_assignments([("rn", t.rn_mid)], ind + "    ", "_m")
+    lines += [
+        ind + "    om = 1.0 - rn",
+        ind + "    op = 1.0 + rn",
+        ind + "om = max(om, 0.0)",
+        ind + "op = max(op, 0.0)",
+        ind + "rr[b] = min(max(rn, -1.0), 1.0)",
+        ind + "ss[b] = min(om * op, 1.0)",
+        ind + "if want_ntk:",
+    ]
+    if t.n == 0:
+        return lines + [ind + "    tt[b] = 0.0"]
+    if t.n >= 2:
+        Am, Bm, sw_m = _series_tables(t.n - 1)
+        jm = float(sp.pi * arc_cosine_parts(t.n - 1)[0].subs(_C, 1))
+        lines += [
+            ind + f"    if psi < {sw_m!r}:",
+            ind + "        " + _horner("ta_", Am, "psi"),
+            ind + "        " + _horner("tb_", Bm, "psi"),
+            ind + f"        gg = {jm!r} * (tb_ - g0 * (1.0 - ta_))",
+            ind + "    else:",
+        ]
+        lines += emit_assignments([("gg", t.G_mid)], ind + "        ", "_g")
+    else:
+        lines += emit_assignments([("gg", t.G_mid)], ind + "    ", "_g")
+    return lines + [ind + "    td = gsc * gg"] + _scale_lines(t, ind + "    ") + [ind + "    tt[b] = tin[b] * td"]
+
+
+def _generate_arccos(n: int, name: str) -> str:
+    """Numba source of the tile function of the order-n two-sided arc-cosine dual.
+
+    Two loops per tile row, so the common case vectorises (duals/base.py): a branch-free
+    main loop over row views evaluates the closed form for every entry, then a scalar
+    fix-up loop re-evaluates the few entries whose angle is within the Taylor switch of 0
+    or π with the series branches, from a copy of the row's input state.
+    """
+    t = _arccos_tables(n)
     ind = " " * 12
     lines = [
         "@nb.njit(**JIT_INLINE)",
@@ -458,22 +470,22 @@ def _generate_arccos(n: int, name: str) -> str:
         "                tin[b] = tt[b]",
         "            for b in range(bj):",
     ]
-    lines += closed_entry(ind + "    ", True)
+    lines += _closed_entry_lines(t, ind + "    ", True)
     lines += ["        else:", "            for b in range(bj):"]
-    lines += closed_entry(ind + "    ", False)
+    lines += _closed_entry_lines(t, ind + "    ", False)
     lines += [
         # Angles near 0 or pi: the Taylor branches, entry by entry (rare off the diagonal).
         # Indices are collected first: a conditional body inside the scan would be
         # vectorised by predication, i.e. executed for every entry (measured 3x slower).
         "        m = 0",
         "        for b in range(bj):",
-        f"            if rin[b] > {fix_hi!r} or rin[b] < {fix_lo!r}:",
+        f"            if rin[b] > {t.fix_hi!r} or rin[b] < {t.fix_lo!r}:",
         "                fix[m] = b",
         "                m += 1",
         "        for k in range(m):",
         "            b = fix[k]",
     ]
-    lines += exact_entry(ind)
+    lines += _exact_entry_lines(t, ind)
     return "\n".join(lines) + "\n"
 
 
