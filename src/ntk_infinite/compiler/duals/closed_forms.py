@@ -269,17 +269,9 @@ def _vectorisable(expr: sp.Expr) -> sp.Expr:
     return expr.replace(sp.atan, _AtanVector)
 
 
-def _generate(dual: ClosedFormDual, name: str) -> str:
-    """Numba source of the tile function of a closed-form dual.
-
-    As in the arc-cosine tiles (duals/base.py), each tile row is done in branch-free loops
-    over row views that LLVM vectorises: Ṫ·Θ, then ρ' = T/(s₁s₂) for every entry. A scalar
-    fix-up loop then recomputes 1 ∓ ρ' by the Price integral (module docstring) for the
-    entries within PRICE_SWITCH of ρ = 1 (or of ρ = −1 for odd or even φ), from a copy of
-    the row's input state.
-    """
-    params = [str(p) for p in dual.family.params]
-    plist = "".join(f", {p}" for p in params)
+def _helper_sources(dual, name: str, plist: str) -> list:
+    """Source lines of the tile's helpers: the Gauss–Legendre nodes of the Price integral, T
+    and Ṫ as functions of the stable variables, and the gap of perfectly correlated inputs."""
     out = [f"_GX_{name} = np.array({list(map(float, _GL_X))!r})", f"_GW_{name} = np.array({list(map(float, _GL_W))!r})", ""]
     for fname, expr, defs in ((f"{name}_T", dual.T_expr, dual.T_defs), (f"{name}_Td", dual.Td_expr, dual.Td_defs)):
         out += ["@nb.njit(**JIT_INLINE)", f"def {fname}(q1, q2, c, D, dm, dp{plist}):"]
@@ -290,8 +282,7 @@ def _generate(dual: ClosedFormDual, name: str) -> str:
     out += ["@nb.njit(**JIT_INLINE)", f"def {name}_h2(gm{plist}):"]
     out += emit_assignments([("value", dual.gap_h2)], "    ", "_h")
     out += ["    return value", ""]
-    T, Td = f"{name}_T", f"{name}_Td"
-    n = len(params)
+    T = f"{name}_T"
     # The gap s1 s2 - P = s1 s2 (h2 eps^2 + O(eps^4)) of perfectly correlated inputs of scales
     # m -+ eps: from its series when eps/m < GAP_SWITCH (the direct difference cancels),
     # exactly 0 for equal scales.
@@ -307,34 +298,42 @@ def _generate(dual: ClosedFormDual, name: str) -> str:
         f"    return so - {T}(q1, q2, r, 0.0, dd2, ss2{plist})",
         "",
     ]
+    return out
 
-    def state(ind):  # the pair's (q1, q2, c) and the stable variables of T from (rho, sin^2)
-        return [ind + line for line in (
-            "sb = sqbb[b]",
-            "co = rin[b]",
-            "q2 = sb * sb",
-            "r = sa * sb",
-            "c = co * r",
-            "D = (r * r) * sin2[b]",
-            "omr = one_minus_rho(co, sin2[b])",
-            "opr = one_plus_rho(co, sin2[b])",
-            "dd = sa - sb",
-            "dd2 = dd * dd",
-            "ss2 = (sa + sb) * (sa + sb)",
-            "dm = dd2 + 2.0 * r * omr",
-            "dp = dd2 + 2.0 * r * opr",
-            "so = sao * sqbo[b]",
-            "inv = 1.0 / so if so > 0.0 else 0.0",
-        )]
 
-    def store(ind):
-        return [ind + line for line in (
-            "om = max(om, 0.0)",
-            "op = max(op, 0.0)",
-            "rr[b] = min(max(rn, -1.0), 1.0)",
-            "ss[b] = min(om * op, 1.0)",
-        )]
+def _state_lines(ind):  # the pair's (q1, q2, c) and the stable variables of T from (rho, sin^2)
+    return [ind + line for line in (
+        "sb = sqbb[b]",
+        "co = rin[b]",
+        "q2 = sb * sb",
+        "r = sa * sb",
+        "c = co * r",
+        "D = (r * r) * sin2[b]",
+        "omr = one_minus_rho(co, sin2[b])",
+        "opr = one_plus_rho(co, sin2[b])",
+        "dd = sa - sb",
+        "dd2 = dd * dd",
+        "ss2 = (sa + sb) * (sa + sb)",
+        "dm = dd2 + 2.0 * r * omr",
+        "dp = dd2 + 2.0 * r * opr",
+        "so = sao * sqbo[b]",
+        "inv = 1.0 / so if so > 0.0 else 0.0",
+    )]
 
+
+def _store_lines(ind):
+    return [ind + line for line in (
+        "om = max(om, 0.0)",
+        "op = max(op, 0.0)",
+        "rr[b] = min(max(rn, -1.0), 1.0)",
+        "ss[b] = min(om * op, 1.0)",
+    )]
+
+
+def _tile_lines(name: str, params: list, plist: str) -> list:
+    """Source lines of the tile function itself (main loop, then the scalar fix-up loop)."""
+    T, Td = f"{name}_T", f"{name}_Td"
+    n = len(params)
     i3, i4 = " " * 12, " " * 16
     body = [
         "@nb.njit(**JIT_INLINE)",
@@ -362,14 +361,14 @@ def _generate(dual: ClosedFormDual, name: str) -> str:
         "            tt = t[a]",
         "            for b in range(bj):",
     ]
-    body += state(i4)
+    body += _state_lines(i4)
     body += [
         f"                tt[b] = tt[b] * {Td}(q1, q2, c, D, dm, dp{plist})",
         "        for b in range(bj):",
     ]
-    body += state(i3)
+    body += _state_lines(i3)
     body += [i3 + f"rn = {T}(q1, q2, c, D, dm, dp{plist}) * inv", i3 + "om = 1.0 - rn", i3 + "op = 1.0 + rn"]
-    body += store(i3)
+    body += _store_lines(i3)
     body += [
         # Indices first, then the scalar loop (a conditional body inside the scan would be
         # vectorised by predication, i.e. run for every entry).
@@ -382,7 +381,7 @@ def _generate(dual: ClosedFormDual, name: str) -> str:
         "        for k in range(m):",
         "            b = fix[k]",
     ]
-    body += state(i3)
+    body += _state_lines(i3)
     body += [
         f"            if omr < {PRICE_SWITCH!r}:",
         "                tt_ = r * omr",
@@ -410,8 +409,22 @@ def _generate(dual: ClosedFormDual, name: str) -> str:
         "                    rn = 1.0 - om",
         "                    op = 2.0 - om",
     ]
-    body += store(i3)
-    return "\n".join(out + body) + "\n"
+    body += _store_lines(i3)
+    return body
+
+
+def _generate(dual: ClosedFormDual, name: str) -> str:
+    """Numba source of the tile function of a closed-form dual.
+
+    As in the arc-cosine tiles (duals/base.py), each tile row is done in branch-free loops
+    over row views that LLVM vectorises: Ṫ·Θ, then ρ' = T/(s₁s₂) for every entry. A scalar
+    fix-up loop then recomputes 1 ∓ ρ' by the Price integral (module docstring) for the
+    entries within PRICE_SWITCH of ρ = 1 (or of ρ = −1 for odd or even φ), from a copy of
+    the row's input state.
+    """
+    params = [str(p) for p in dual.family.params]
+    plist = "".join(f", {p}" for p in params)
+    return "\n".join(_helper_sources(dual, name, plist) + _tile_lines(name, params, plist)) + "\n"
 
 
 # ------------------------------------------------------------------------- constructors
