@@ -826,3 +826,82 @@ def naive_conv_empirical_nngp(layers, X1, X2, width, n_seeds, seed=0, n_out=1):
     draws = np.array(draws)
     return draws.mean(axis=0), draws.std(axis=0, ddof=1) / math.sqrt(n_seeds)
 # ---- end: naive CNN-GP / CNTK reference ---------------------------------------------------
+
+
+# ---------------------------------------------------------------- branched and normalised networks
+def _tree_pair(layers, state, dual, width, sqrt):
+    """(q1, q2, c, θ) and the declared width after ``layers`` (a list), following the
+    definitions layer by layer: FanOut copies the state into each branch, FanInSum adds the
+    branch states, FanInConcat takes their channel-weighted mean, LayerNorm divides by
+    √((q1+ε)(q2+ε)); a standard-parameterisation Dense adds n_in·Σ_in + [σb > 0] to σw²Θ.
+    ``dual(layer, q1, q2, c) -> (T, Ṫ)``; works for floats and mpmath numbers alike."""
+    q1, q2, c, th = state
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, nk.FanOut):
+            block, fan_in = layers[i + 1], layers[i + 2]
+            ends = [_tree_pair(list(b.layers), (q1, q2, c, th), dual, width, sqrt) for b in block.branches]
+            widths = [w for _, w in ends]
+            if isinstance(fan_in, nk.FanInSum):
+                weights = [1] * len(ends)
+            elif None not in widths and len(set(widths)) > 1:
+                weights = [w / sum(widths) for w in widths]
+            else:
+                weights = [1 / len(ends)] * len(ends)
+            q1, q2, c, th = (sum(wt * e[0][k] for wt, e in zip(weights, ends)) for k in range(4))
+            if isinstance(fan_in, nk.FanInConcat):
+                width = None if None in widths else sum(widths)
+            else:
+                width = next((w for w in widths if w is not None), None)
+            i += 3
+            continue
+        if isinstance(layer, nk.Dense):
+            w2, b2 = layer.w_std ** 2, layer.b_std ** 2
+            c_in = c
+            q1, q2, c = w2 * q1 + b2, w2 * q2 + b2, w2 * c + b2
+            if layer.parameterization == "standard":
+                th = width * c_in + w2 * th + (1 if layer.b_std > 0 else 0)
+            else:
+                th = w2 * th + c
+            width = layer.width
+        elif isinstance(layer, nk.LayerNorm):
+            s = sqrt((q1 + layer.eps) * (q2 + layer.eps))
+            c, th = c / s, th / s
+            q1, q2 = q1 / (q1 + layer.eps), q2 / (q2 + layer.eps)
+        elif not isinstance(layer, nk.Identity):
+            T, Td = dual(layer, q1, q2, c)
+            q1, q2 = dual(layer, q1, q1, q1)[0], dual(layer, q2, q2, q2)[0]
+            c, th = T, Td * th
+        i += 1
+    return (q1, q2, c, th), width
+
+
+def naive_tree_kernels(arch, X1, X2=None, expectation=default_expectation):
+    """(nngp, ntk) of a branched / normalised / standard-parameterisation dense network, by a
+    double loop over pairs (each activation by ``expectation``, default ReLU in closed form and
+    dblquad otherwise)."""
+    X1 = np.asarray(X1, dtype=float)
+    X2 = X1 if X2 is None else np.asarray(X2, dtype=float)
+    S, T = np.empty((len(X1), len(X2))), np.empty((len(X1), len(X2)))
+    d = X1.shape[1]
+    for i, x in enumerate(X1):
+        for j, y in enumerate(X2):
+            start = (x @ x / d, y @ y / d, x @ y / d, 0.0)
+            (_, _, S[i, j], T[i, j]), _ = _tree_pair(list(arch.layers), start, expectation, d, math.sqrt)
+    return S, T
+
+
+def mp_tree_kernels(arch, x1, x2, dps=40, dual=None):
+    """(Σ, Θ) of one pair through a branched / normalised dense network in mpmath, from the
+    exact binary values of the inputs (activations by ``dual``, default :func:`mp_dual`)."""
+    dual = dual or mp_dual
+    with mp.workdps(dps):
+        x1 = [mp.mpf(float(v)) for v in x1]
+        x2 = [mp.mpf(float(v)) for v in x2]
+        d = len(x1)
+        start = (mp.fsum(u * u for u in x1) / d, mp.fsum(v * v for v in x2) / d,
+                 mp.fsum(u * v for u, v in zip(x1, x2)) / d, mp.mpf(0))
+        (_, _, c, th), _ = _tree_pair(list(arch.layers), start, lambda l, a, b, cc: dual(l, a, b, cc, dps), d,
+                                      mp.sqrt)
+        return float(c), float(th)

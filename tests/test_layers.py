@@ -150,7 +150,7 @@ def test_text_form_round_trip(layers):
         ("Dense(w_std=foo)", r"Could not read the arguments .* must be numbers"),
         ("Dense ) ReLU", r"unmatched '\)'"),
         ("", r"contains no layers"),
-        ("Dense(1, 2, 3, 4)", r"Dense takes at most 3 arguments"),
+        ("Dense(1, 2, 3, 'ntk', 5)", r"Dense takes at most 4 arguments"),
     ],
 )
 def test_text_form_errors(text, pattern):

@@ -31,6 +31,7 @@ from .compiler.cache import cache_info, clear_cache  # noqa: E402
 from .kernel import CompiledKernel, compile  # noqa: E402
 from .describe.layers import Activation, Architecture, Dense, Identity, ReLU, serial  # noqa: E402
 from .describe.spatial import AvgPool, Conv, Flatten, GlobalAvgPool  # noqa: E402
+from .describe.branching import FanInConcat, FanInSum, FanOut, LayerNorm, Residual, parallel  # noqa: E402
 from .results import KernelDiag, Kernels  # noqa: E402
 from .describe.textform import parse_architecture  # noqa: E402
 from .solve import predict  # noqa: E402
@@ -58,6 +59,12 @@ __all__ = [
     "AvgPool",
     "GlobalAvgPool",
     "Flatten",
+    "FanOut",
+    "parallel",
+    "FanInSum",
+    "FanInConcat",
+    "Residual",
+    "LayerNorm",
     "parse_architecture",
     "ArchitectureError",
     "InputError",

@@ -6,12 +6,13 @@ import pickle
 
 import numpy as np
 
-from .compiler.steps import compile_step, role_of
+from .compiler.structure import layout_steps, validate
+from .describe.branching import FAN_INS, FanOut, LayerNorm
 from .describe.spatial import AvgPool, Conv, SpatialLayer
 from .evaluate.engine import DEFAULT_TILE, Program, check_range, input_variances, pair_pass, point_pass
 from .evaluate.spatial import SpatialProgram, check_images
 from .errors import ArchitectureError, InputError, NotPicklableError, as_input_array, check_param
-from .describe.layers import Architecture, Dense, Layer, serial
+from .describe.layers import Architecture, Layer, serial
 from .results import KernelDiag, Kernels, parse_get
 from .describe.textform import parse_architecture
 
@@ -45,8 +46,10 @@ def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - th
     """
     tol = check_param("compile", "tol", tol, low=0.0, low_open=True, high=1.0)
     arch = as_architecture(arch)
-    steps = [step for step in (compile_step(layer, tol) for layer in arch) if step is not None]
+    steps = layout_steps(arch, tol)
     n_spatial = _spatial_rank(arch)
+    if n_spatial:
+        _check_spatial_support(arch)
     program = SpatialProgram(steps, n_spatial) if n_spatial else Program(steps)
     return CompiledKernel(arch, program, tol)
 
@@ -65,70 +68,31 @@ def as_architecture(arch, owner: str = "compile()") -> Architecture:
             f"{owner} expects an architecture (nk.serial(...)), a list of layers or its text form; "
             f"got {type(arch).__name__}."
         )
-    _validate(arch)
+    validate(arch)
     return arch
-
-
-def _validate(arch: Architecture) -> None:
-    """Architecture rules, by layer role (:func:`ntk_infinite.compiler.steps.role_of`): an
-    activation acts on Gaussian pre-activations (an affine layer since the last activation,
-    possibly followed by pooling or a readout); spatial layers come before the one readout of a
-    spatial network, Dense layers after it; the network ends in a Dense readout."""
-    if len(arch) == 0:
-        raise ArchitectureError("The architecture is empty; it needs at least a Dense readout layer, e.g. serial(Dense()).")
-    spatial = any(isinstance(layer, SpatialLayer) for layer in arch)
-    gaussian, readout_at, previous = False, None, None
-    for i, layer in enumerate(arch):
-        role = role_of(layer)
-        if role is None:
-            continue
-        if role == "activation" and not gaussian:
-            where = "at the start" if previous is None else f"right after {previous!r}"
-            raise ArchitectureError(
-                f"{layer!r} at position {i} comes {where}, but an activation needs an affine layer "
-                f"({'Conv or Dense' if spatial else 'Dense'}) before it: the infinite-width recursion acts on Gaussian "
-                f"pre-activations. Insert a {'Conv or Dense' if spatial else 'Dense'} layer before it (or merge "
-                "consecutive activations into one Activation)."
-            )
-        if isinstance(layer, SpatialLayer) and readout_at is not None:
-            raise ArchitectureError(
-                f"{layer!r} at position {i} comes after the readout {arch[readout_at]!r} at position {readout_at}, "
-                "where the state has no spatial axes left. Put convolutions and pooling before Flatten/GlobalAvgPool."
-            )
-        if isinstance(layer, Dense) and spatial and readout_at is None:
-            raise ArchitectureError(
-                f"Dense at position {i} is applied to a spatial state (it comes before any Flatten or GlobalAvgPool). "
-                "Insert nk.Flatten() or nk.GlobalAvgPool() before it, or use a Conv with filter_shape of ones "
-                "for a per-position dense layer."
-            )
-        if role == "readout":
-            readout_at = i
-        gaussian = role in ("affine", "linear", "readout") and (gaussian or role == "affine")
-        previous = layer
-    if spatial and readout_at is None:
-        raise ArchitectureError(
-            "This convolutional architecture has no readout: add nk.Flatten() or nk.GlobalAvgPool() after the last "
-            "spatial layer and before the Dense readout."
-        )
-    if not isinstance(previous, Dense):
-        raise ArchitectureError(
-            f"The architecture must end in a Dense readout layer; it ends in {arch[-1]!r}. "
-            "Append nk.Dense(w_std=..., b_std=...) as the last layer."
-        )
-    ranks = {layer.ndim for layer in arch if isinstance(layer, (Conv, AvgPool))}
-    if len(ranks) > 1:
-        raise ArchitectureError(
-            f"The convolution and pooling layers disagree on the number of spatial axes ({sorted(ranks)}); give every "
-            "filter_shape and window_shape the same length (e.g. (3, 3) for images)."
-        )
 
 
 def _spatial_rank(arch) -> int:
     """Number of spatial axes of the inputs (0 for a dense network)."""
-    for layer in arch:
+    for layer in arch.walk():
         if isinstance(layer, (Conv, AvgPool)):
             return layer.ndim
-    return 1 if any(isinstance(layer, SpatialLayer) for layer in arch) else 0
+    return 1 if any(isinstance(layer, SpatialLayer) for layer in arch.walk()) else 0
+
+
+def _check_spatial_support(arch) -> None:
+    """Branches, LayerNorm and standard parameterisation are evaluated for dense networks; the
+    convolutional pair pass has no state stack or per-position rescaling yet."""
+    for layer in arch.walk():
+        if (isinstance(layer, (FanOut, LayerNorm) + FAN_INS) or arch.branched
+                or getattr(layer, "parameterization", "ntk") == "standard"):
+            what = "A parallel block" if arch.branched else repr(layer)
+            raise ArchitectureError(
+                f"{what} in a convolutional network: branches "
+                "(FanOut/parallel/FanIn*, Residual), LayerNorm and standard parameterisation are supported in dense "
+                "networks only so far. Use a dense architecture (flatten the inputs), or NTK-parameterised Conv "
+                "layers without branches."
+            )
 
 
 class CompiledKernel:
@@ -318,7 +282,7 @@ class CompiledKernel:
             nngp, ntk, err = self.program.diag(X, want_ntk)
             return KernelDiag(nngp=nngp if want_nngp else None, ntk=ntk if want_ntk else None, error_estimate=err)
         _, q0, k = input_variances(X)
-        pts = point_pass(self.program, q0, want_data=False, q0_exp=k)
+        pts = point_pass(self.program, q0, want_data=False, q0_exp=k, n_features=X.shape[1])
         check_range(pts, want_nngp, want_ntk)
         return KernelDiag(nngp=pts.nngp_diag if want_nngp else None, ntk=pts.ntk_diag if want_ntk else None,
                           error_estimate=pts.error_estimate)

@@ -10,7 +10,9 @@ so a new layer kind is one class here plus its description in :mod:`ntk_infinite
 
 Roles: ``"affine"`` (Dense, Conv: Gaussian pre-activations out), ``"linear"`` (AvgPool: a
 fixed average, Gaussian in, Gaussian out), ``"readout"`` (Flatten, GlobalAvgPool: the
-spatial state becomes one number per pair), and ``"activation"`` (duals).
+spatial state becomes one number per pair), ``"norm"`` (LayerNorm: a per-point rescaling),
+``"fork"`` and ``"join"`` (the ends of parallel branches, laid out in data-flow order by
+:mod:`ntk_infinite.compiler.structure`), and ``"activation"`` (duals).
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from ..describe.branching import LayerNorm
 from ..describe.layers import ActivationLayer, Dense, Identity
 from ..describe.spatial import AvgPool, Conv, Flatten, GlobalAvgPool, output_size, pad_low, spatial_output_shape
 from .notation import X, XP, entry_latex, entry_text, eq_latex, eq_text, number, number_text, offset_set, sigma, theta, \
     window_where
 
-__all__ = ["Affine", "ConvStep", "PoolStep", "FlattenStep", "GlobalAvgPoolStep", "compile_step", "PositionMap",
-           "role_of", "is_trainable"]
+__all__ = ["Affine", "ConvStep", "PoolStep", "FlattenStep", "GlobalAvgPoolStep", "LayerNormStep", "ForkStep",
+           "JoinStep", "compile_step", "PositionMap", "role_of", "is_trainable", "FAN_IN_DATA"]
 
 #: Op codes of the spatial pair pass (activations use codes >= 1).
 OP_DENSE, OP_SAME_OFFSET, OP_INDEPENDENT, OP_FLATTEN = 0, -1, -2, -3
@@ -93,13 +96,30 @@ class Affine(_Step):
     w2: float
     b2: float
     layer: Dense | None = None
+    #: Standard parameterisation only: the layer's fan-in n_in (FAN_IN_DATA: the data's
+    #: feature count, known at evaluation); 0 in NTK parameterisation.
+    fan_in: int = 0
     role = "affine"
     spatial = False
     trainable = True
 
     @classmethod
-    def from_layer(cls, layer):
-        return cls(layer.w_std ** 2, layer.b_std ** 2, layer)  # finite: Dense bounds both by MAX_STD
+    def from_layer(cls, layer, fan_in: int = 0):
+        # finite: Dense bounds both by MAX_STD
+        return cls(layer.w_std ** 2, layer.b_std ** 2, layer, fan_in if _standard(layer) else 0)
+
+    @property
+    def standard(self) -> bool:
+        return self.layer is not None and _standard(self.layer)
+
+    def ntk_terms(self, n_features: int):
+        """(g_w, g_b) of the NTK update Θ ← σw²Θ + g_w Σ_in + g_b: (σw², σb²) in NTK
+        parameterisation (then g_w Σ_in + g_b is the new Σ), (n_in, [σb > 0]) in standard
+        parameterisation (neural-tangents' ``parameterization="standard"``)."""
+        if not self.standard:
+            return self.w2, self.b2
+        n_in = n_features if self.fan_in == FAN_IN_DATA else self.fan_in
+        return float(n_in), 1.0 if self.b2 > 0.0 else 0.0
 
     @property
     def w_std(self) -> float:
@@ -110,9 +130,14 @@ class Affine(_Step):
         return self.layer.b_std if self.layer is not None else math.sqrt(self.b2)
 
     def formula_eqs(self, index: int = 1, spatial: bool = False):
-        """Σ_l = σw² Σ_{l−1} + σb², Θ_l = σw² Θ_{l−1} + Σ_l (a Dense layer sees a scalar state)."""
+        """Σ_l = σw² Σ_{l−1} + σb², Θ_l = σw² Θ_{l−1} + Σ_l (a Dense layer sees a scalar state);
+        in standard parameterisation Θ_l = n_in Σ_{l−1} + σw² Θ_{l−1} + [σb > 0]."""
         S, Th, S1, Th1 = sigma(index - 1), theta(index - 1), sigma(index), theta(index)
         w2, b2 = number(self.w2), number(self.b2)
+        if self.standard:
+            n_in = sp.Symbol("d") if self.fan_in == FAN_IN_DATA else sp.Integer(self.fan_in)
+            bias = sp.Integer(1 if self.b2 > 0.0 else 0)
+            return (sp.Eq(S1(X, XP), w2 * S(X, XP) + b2), sp.Eq(Th1(X, XP), n_in * S(X, XP) + w2 * Th(X, XP) + bias))
         return (sp.Eq(S1(X, XP), w2 * S(X, XP) + b2), sp.Eq(Th1(X, XP), w2 * Th(X, XP) + S1(X, XP)))
 
     def formula_text(self, index: int = 1, spatial: bool = False):
@@ -120,6 +145,15 @@ class Affine(_Step):
 
     def formula_latex(self, index: int = 1, spatial: bool = False):
         return tuple(eq_latex(eq) for eq in self.formula_eqs(index, spatial))
+
+
+#: ``Affine.fan_in`` of a standard-parameterisation layer that reads the data (its fan-in is
+#: the input's feature count, known only at evaluation).
+FAN_IN_DATA = -1
+
+
+def _standard(layer) -> bool:
+    return getattr(layer, "parameterization", "ntk") == "standard"
 
 
 def _window_table(shape, window, strides, padding):
@@ -188,6 +222,8 @@ class ConvStep(_WindowStep):
     """
 
     layer: Conv
+    #: Standard parameterisation only: C_in (FAN_IN_DATA: the data's channels); 0 otherwise.
+    fan_in: int = 0
     role = "affine"
     spatial = True
     trainable = True
@@ -318,8 +354,81 @@ class GlobalAvgPoolStep(_ReadoutStep):
     _power = 2
 
 
+@dataclass(frozen=True)
+class LayerNormStep(_Step):
+    r"""LayerNorm over the channels: :math:`K(x, x') \leftarrow K(x, x')/\sqrt{(q(x)+\epsilon)(q(x')+\epsilon)}`
+    for Σ and Θ (per position pair in a spatial network; neural-tangents' ``LayerNorm(axis=-1)``).
+    The correlation of every pair is unchanged: only the per-point scales move."""
+
+    layer: LayerNorm
+    role = "norm"
+    spatial = False
+
+    @property
+    def eps(self) -> float:
+        return self.layer.eps
+
+    def formula_eqs(self, index: int = 1, spatial: bool = False):
+        """Σ_l = Σ_{l−1}/√((Σ_{l−1}(x,x) + ε)(Σ_{l−1}(x',x') + ε)), Θ_l alike (a dense state)."""
+        if spatial:
+            return None
+        S, Th, S1, Th1 = sigma(index - 1), theta(index - 1), sigma(index), theta(index)
+        eps = number(self.eps)
+        scale = sp.sqrt((S(X, X) + eps) * (S(XP, XP) + eps))
+        return (sp.Eq(S1(X, XP), S(X, XP) / scale), sp.Eq(Th1(X, XP), Th(X, XP) / scale))
+
+    def formula_text(self, index: int = 1, spatial: bool = False):
+        eqs = self.formula_eqs(index, spatial)
+        if eqs is not None:
+            return tuple(eq_text(eq) for eq in eqs)
+        eps = number_text(self.eps)
+        lines = []
+        for f in (sigma, theta):
+            new, old = entry_text(f(index), ["p", "p'"]), entry_text(f(index - 1), ["p", "p'"])
+            q1, q2 = (entry_text(sigma(index - 1), [p, p], args) for p, args in (("p", (X, X)), ("p'", (XP, XP))))
+            lines.append(f"{new} = {old} / sqrt(({q1} + {eps}) * ({q2} + {eps}))")
+        return tuple(lines)
+
+    def formula_latex(self, index: int = 1, spatial: bool = False):
+        eqs = self.formula_eqs(index, spatial)
+        if eqs is not None:
+            return tuple(eq_latex(eq) for eq in eqs)
+        return tuple(line.replace("*", r"\,") for line in self.formula_text(index, spatial))
+
+
+@dataclass(frozen=True)
+class ForkStep(_Step):
+    """FanOut: the state is copied into ``num`` branches (nesting ``level``, from 0)."""
+
+    level: int
+    num: int
+    role = "fork"
+    spatial = False
+
+
+@dataclass(frozen=True)
+class JoinStep(_Step):
+    r"""The end of branch ``branch`` of the fork at ``level``: its state joins the running sum,
+    :math:`\Sigma = \sum_i w_i \Sigma_i`, :math:`\Theta = \sum_i w_i \Theta_i` (FanInSum: w_i = 1;
+    FanInConcat: the channel share :math:`n_i/\sum_j n_j`); then the next branch starts from the
+    fork's state, or after the last one the sum is the state."""
+
+    level: int
+    branch: int
+    num: int
+    mode: str  # "sum" or "concat"
+    weight: float = 1.0
+    role = "join"
+    spatial = False
+
+    @property
+    def last(self) -> bool:
+        return self.branch == self.num - 1
+
+
 #: The step class of each non-activation layer kind (subclasses of a kind find it by their MRO).
-_STEPS = {Dense: Affine, Conv: ConvStep, AvgPool: PoolStep, Flatten: FlattenStep, GlobalAvgPool: GlobalAvgPoolStep}
+_STEPS = {Dense: Affine, Conv: ConvStep, AvgPool: PoolStep, Flatten: FlattenStep, GlobalAvgPool: GlobalAvgPoolStep,
+          LayerNorm: LayerNormStep}
 
 
 def _step_class(layer):

@@ -20,7 +20,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from ..errors import ArchitectureError, KeywordOnlyError, check_param
+from ..errors import ArchitectureError, KeywordOnlyError, ParameterError, check_param
 
 __all__ = [
     "Layer",
@@ -102,19 +102,36 @@ class Dense(Layer):
     b_std : float, in [0, MAX_STD]
         Bias standard deviation :math:`\sigma_b`.
     width : int or None
-        Output width of a finite network built from this description; ignored by the
-        analytic kernels.
+        Output width of a finite network built from this description. The analytic kernels
+        ignore it in NTK parameterisation; in standard parameterisation the next layer's NTK
+        depends on it (its fan-in).
+    parameterization : {"ntk", "standard"}
+        ``"standard"`` (Sohl-Dickstein et al. 2020; neural-tangents' ``parameterization="standard"``):
+        the trained parameters are the weights themselves, :math:`z = W h + b` with
+        :math:`W_{ij} \sim N(0, \sigma_w^2/n_{in})`, :math:`b_i \sim N(0, \sigma_b^2)`. Σ is the same; the
+        NTK becomes
+
+        .. math::
+
+            \Theta \leftarrow n_{in}\,\Sigma_{in} + \sigma_w^2\,\Theta + [\sigma_b > 0],
+
+        with :math:`n_{in}` the input width: the previous Dense/Conv layer's ``width``/``channels``,
+        or the data's feature count for the first layer. ``b_std = 0`` means no bias (neural-tangents'
+        ``b_std=None``), so the bias term 1 is then absent.
 
     Examples
     --------
     >>> import ntk_infinite as nk
     >>> nk.Dense(w_std=1.5, b_std=0.1, width=512)
     Dense(w_std=1.5, b_std=0.1, width=512)
+    >>> nk.Dense(w_std=1.5, width=512, parameterization="standard")
+    Dense(w_std=1.5, b_std=0.0, width=512, parameterization='standard')
     """
 
     w_std: float = 1.0
     b_std: float = 0.0
     width: int | None = None
+    parameterization: str = "ntk"
 
     def __new__(cls, *args, **kwargs):
         # Runs before the generated keyword-only __init__, so a positional call gets this message
@@ -128,12 +145,32 @@ class Dense(Layer):
             object.__setattr__(self, name, check_param("Dense", name, getattr(self, name), low=0.0, high=MAX_STD))
         if self.width is not None:
             object.__setattr__(self, "width", check_param("Dense", "width", self.width, low=1, integer=True))
+        object.__setattr__(self, "parameterization", check_parameterization("Dense", self.parameterization))
+
+    def __repr__(self):
+        extra = "" if self.parameterization == "ntk" else f", parameterization={self.parameterization!r}"
+        return f"Dense(w_std={self.w_std!r}, b_std={self.b_std!r}, width={self.width!r}{extra})"
 
 
 # help() and IDEs show the keyword-only __init__, not __new__'s catch-all (*args, **kwargs).
 Dense.__signature__ = inspect.signature(Dense.__init__).replace(
     parameters=list(inspect.signature(Dense.__init__).parameters.values())[1:]
 )
+
+
+#: The parameterisations of Dense and Conv (neural-tangents' names).
+PARAMETERIZATIONS = ("ntk", "standard")
+
+
+def check_parameterization(owner: str, value) -> str:
+    """The canonical (lower-case) parameterisation name, or a clear error."""
+    if not isinstance(value, str):
+        raise TypeError(f"The 'parameterization' parameter of {owner} must be one of {PARAMETERIZATIONS}. Got "
+                        f"{value!r} of type {type(value).__name__} instead.")
+    if value.lower() not in PARAMETERIZATIONS:
+        raise ParameterError(f"The 'parameterization' parameter of {owner} must be one of {PARAMETERIZATIONS}. Got "
+                             f"{value!r} instead.")
+    return value.lower()
 
 
 def _keyword_only_message(name: str, args: tuple, kwargs: dict) -> str:
@@ -402,7 +439,7 @@ class Architecture:
         if not isinstance(layers, tuple):
             raise TypeError(f"Architecture.layers must be a tuple of layers; got {type(layers).__name__}. "
                             "Build architectures with nk.serial(...).")
-        _check_layer_count(len(layers))
+        _check_layer_count(sum(_leaf_count(layer) for layer in layers))
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Architecture.layers[{i}] is {type(layer).__name__} ({layer!r}), not a layer; "
@@ -426,8 +463,24 @@ class Architecture:
 
     @property
     def depth(self) -> int:
-        """Number of hidden (activation) layers."""
-        return sum(isinstance(layer, ActivationLayer) for layer in self.layers)
+        """Number of hidden (activation) layers, in every branch."""
+        return sum(isinstance(layer, ActivationLayer) and not isinstance(layer, Identity) for layer in self.walk())
+
+    def walk(self):
+        """Every layer in data-flow order, descending into the branches of parallel blocks
+        (the blocks themselves are not yielded)."""
+        for layer in self.layers:
+            branches = getattr(layer, "branches", None)
+            if branches is None:
+                yield layer
+            else:
+                for branch in branches:
+                    yield from branch.walk()
+
+    @property
+    def branched(self) -> bool:
+        """True when the architecture has parallel branches."""
+        return any(hasattr(layer, "branches") for layer in self.layers)
 
 
 def serial(*layers) -> Architecture:
@@ -442,7 +495,7 @@ def serial(*layers) -> Architecture:
     Raises :class:`~ntk_infinite.errors.ArchitectureError` for more than :data:`MAX_LAYERS`
     layers in total, counted before anything is copied.
     """
-    _check_layer_count(sum(len(layer) if isinstance(layer, Architecture) else 1 for layer in layers))
+    _check_layer_count(sum(_leaf_count(layer) for layer in layers))
     flat = []
     for i, layer in enumerate(layers):
         if isinstance(layer, Architecture):
@@ -460,6 +513,16 @@ def serial(*layers) -> Architecture:
                 f"{type(layer).__name__} ({layer!r})."
             )
     return Architecture(tuple(flat))
+
+
+def _leaf_count(item) -> int:
+    """Layers in an architecture, a parallel block or one layer, counting every branch."""
+    if isinstance(item, Architecture):
+        return sum(_leaf_count(layer) for layer in item.layers)
+    branches = getattr(item, "branches", None)
+    if branches is not None:
+        return sum(_leaf_count(branch) for branch in branches)
+    return 1
 
 
 def _check_layer_count(count: int, where: str = "The architecture") -> None:

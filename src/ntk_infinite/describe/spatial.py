@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import ArchitectureError, ParameterError, check_param
-from .layers import MAX_STD, Layer, register_layer
+from .layers import MAX_STD, Layer, check_parameterization, register_layer
 
 __all__ = ["SpatialLayer", "Conv", "AvgPool", "GlobalAvgPool", "Flatten", "PADDINGS", "MAX_WINDOW"]
 
@@ -120,8 +120,15 @@ class Conv(SpatialLayer):
     padding : {"VALID", "SAME", "CIRCULAR"}
     w_std, b_std : float in [0, MAX_STD]
     channels : int or None
-        Output channels of a finite network built from this description; ignored by the
-        analytic kernels.
+        Output channels of a finite network built from this description. The analytic kernels
+        ignore it in NTK parameterisation; in standard parameterisation the next layer's NTK
+        depends on it.
+    parameterization : {"ntk", "standard"}
+        ``"standard"``: the weights themselves are trained, :math:`W \sim N(0, \sigma_w^2/(C_{in}|k|))`,
+        :math:`b \sim N(0, \sigma_b^2)`; Σ is unchanged and
+        :math:`\Theta \leftarrow C_{in}|k|\,\tilde K(\Sigma_{in}) + \sigma_w^2\tilde K(\Theta) + [\sigma_b > 0]`
+        (neural-tangents' ``parameterization="standard"``; ``b_std = 0`` means no bias), with
+        :math:`C_{in}` the previous Conv's ``channels`` or the data's channel count.
 
     Examples
     --------
@@ -136,6 +143,7 @@ class Conv(SpatialLayer):
     w_std: float = 1.0
     b_std: float = 0.0
     channels: int | None = None
+    parameterization: str = "ntk"
 
     def __post_init__(self):
         _normalise_window(self, "filter_shape")
@@ -143,6 +151,12 @@ class Conv(SpatialLayer):
             object.__setattr__(self, name, check_param("Conv", name, getattr(self, name), low=0.0, high=MAX_STD))
         if self.channels is not None:
             object.__setattr__(self, "channels", check_param("Conv", "channels", self.channels, low=1, integer=True))
+        object.__setattr__(self, "parameterization", check_parameterization("Conv", self.parameterization))
+
+    def __repr__(self):
+        extra = "" if self.parameterization == "ntk" else f", parameterization={self.parameterization!r}"
+        return (f"Conv(filter_shape={self.filter_shape!r}, strides={self.strides!r}, padding={self.padding!r}, "
+                f"w_std={self.w_std!r}, b_std={self.b_std!r}, channels={self.channels!r}{extra})")
 
     @property
     def ndim(self) -> int:

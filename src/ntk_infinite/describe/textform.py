@@ -5,6 +5,8 @@ Grammar (layer names are case-insensitive; arguments are Python literals)::
     arch   := item (sep item)*            sep := '>' | ',' | whitespace
     item   := NAME | NAME '(' args ')'    e.g.  Dense(1.5, 0.1)   Dense(w_std=2, b_std=0)   ReLU
             | INT '*' '(' arch ')'        repetition, e.g.  3*(Dense(1.5, 0.1) > ReLU)
+            | '[' arch ('|' arch)* ']'    parallel branches, e.g.  FanOut(2) > [ReLU > Dense | Identity] > FanInSum
+            | 'Residual' '(' arch ')'     FanOut(2) > [arch | Identity] > FanInSum
 
 Positional arguments map, in order, to the layer's dataclass fields (``Dense(1.5, 0.1, 512)``
 is ``w_std=1.5, b_std=0.1, width=512``), unlike the Python ``Dense``, which is keyword-only.
@@ -13,6 +15,7 @@ Examples::
 
     "Dense(1.5, 0.1) > ReLU > Dense(1.5, 0.1)"
     "3*(Dense(w_std=1.41, b_std=0.1) > ReLU) > Dense(1.41, 0.1)"
+    "Dense(1.41) > 4*(Residual(ReLU > Dense(1.41) > ReLU > Dense(1.41))) > Dense(1.41)"
 
 ``parse_architecture(arch.to_text()) == arch`` for every architecture the text form can express.
 
@@ -31,6 +34,7 @@ import inspect
 import re
 
 from ..errors import ArchitectureError
+from .branching import Residual, parallel
 from .layers import LAYER_REGISTRY, MAX_LAYERS, Architecture, serial
 
 __all__ = ["parse_architecture", "MAX_NESTING"]
@@ -39,7 +43,8 @@ __all__ = ["parse_architecture", "MAX_NESTING"]
 #: RecursionError). Real architectures need one or two levels.
 MAX_NESTING = 32
 
-_TOKEN = re.compile(r"\s*(?:(?P<rep>\d+)\s*\*\s*\(|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<close>\))|(?P<sep>[>,]))")
+_TOKEN = re.compile(r"\s*(?:(?P<rep>\d+)\s*\*\s*\(|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<close>[)\]|])|(?P<open>\[)"
+                    r"|(?P<sep>[>,]))")
 
 
 def parse_architecture(text: str) -> Architecture:
@@ -50,7 +55,7 @@ def parse_architecture(text: str) -> Architecture:
     """
     if not isinstance(text, str):
         raise TypeError(f"The text form of an architecture must be a str; got {type(text).__name__}.")
-    items, pos = _parse_sequence(text, 0, depth=0)
+    items, pos, _ = _parse_sequence(text, 0, depth=0)
     if text[pos:].strip():
         raise ArchitectureError(_where(text, pos, "unexpected text"))
     total = _size(items)
@@ -68,21 +73,38 @@ def parse_architecture(text: str) -> Architecture:
 
 
 def _size(items) -> int:
-    return sum(item[0] * _size(item[1]) if isinstance(item, tuple) else 1 for item in items)
+    """Layers after expansion; an item is a layer, ``(count, items)``, ``("parallel", [items, …])``
+    or ``("residual", items)`` (which adds FanOut, Identity and FanInSum)."""
+    total = 0
+    for item in items:
+        if not isinstance(item, tuple):
+            total += 1
+        elif item[0] == "parallel":
+            total += sum(_size(branch) for branch in item[1])
+        elif item[0] == "residual":
+            total += _size(item[1]) + 3
+        else:
+            total += item[0] * _size(item[1])
+    return total
 
 
 def _expand(items) -> list:
     out = []
     for item in items:
-        if isinstance(item, tuple):
-            out.extend(_expand(item[1]) * item[0])
-        else:
+        if not isinstance(item, tuple):
             out.append(item)
+        elif item[0] == "parallel":
+            out.append(parallel(*(serial(*_expand(branch)) for branch in item[1])))
+        elif item[0] == "residual":
+            out.extend(Residual(*_expand(item[1])).layers)
+        else:
+            out.extend(_expand(item[1]) * item[0])
     return out
 
 
-def _parse_sequence(text: str, pos: int, depth: int):
-    """Items (layers, or ``(count, items)`` for a repetition) up to the ``)`` closing ``depth``."""
+def _parse_sequence(text: str, pos: int, depth: int, closers: str = ")"):
+    """Items up to the closer of the enclosing group (``)`` of a repetition or Residual, ``|`` or
+    ``]`` in a parallel block): ``(items, end, closer)``, closer ``""`` at the end of the text."""
     items = []
     while True:
         m = _TOKEN.match(text, pos)
@@ -90,32 +112,82 @@ def _parse_sequence(text: str, pos: int, depth: int):
             if text[pos:].strip():
                 raise ArchitectureError(_where(text, pos, "expected a layer name such as Dense or ReLU"))
             if depth:
-                raise ArchitectureError(_where(text, pos, "missing ')' to close a repetition"))
-            return items, len(text)
+                missing = "']' to close a parallel block" if "]" in closers else "')' to close a repetition"
+                raise ArchitectureError(_where(text, pos, f"missing {missing}"))
+            return items, len(text), ""
         pos = m.end()
         if m.group("sep"):
             continue
         if m.group("close"):
-            if not depth:
-                raise ArchitectureError(_where(text, m.start("close"), "unmatched ')'"))
-            return items, pos
+            char = m.group("close")
+            if not depth or char not in closers:
+                raise ArchitectureError(_where(text, m.start("close"), f"unmatched {char!r}"))
+            return items, pos, char
         if m.group("rep"):
             count, inner, pos = _parse_repetition(text, m, depth)
             items.append((count, inner))
             continue
-        cls = _layer_class(m.group("name"), text)
-        kwargs = {}
-        after = _OPEN.match(text, pos)
-        if after:
-            close = _matching_paren(text, after.end() - 1)
-            call = m.group("name") + text[after.end() - 1 : close + 1]
-            args, kwargs = _parse_call_args(call, text)
-            kwargs = _bind(cls, args, kwargs, call)
-            pos = close + 1
-        try:
-            items.append(cls(**kwargs))
-        except TypeError as exc:
-            raise ArchitectureError(f"Bad arguments for {cls.__name__} in {_clip(text)}: {exc}") from exc
+        if m.group("open"):
+            branches, pos = _parse_parallel(text, m, depth)
+            items.append(("parallel", branches))
+            continue
+        if m.group("name").lower() == "residual":
+            inner, pos = _parse_residual(text, m, depth)
+            items.append(("residual", inner))
+            continue
+        layer, pos = _parse_layer(text, m, pos)
+        items.append(layer)
+
+
+def _parse_layer(text: str, m: re.Match, pos: int):
+    """The layer named by ``m`` with its arguments, and the position after them."""
+    cls = _layer_class(m.group("name"), text)
+    kwargs = {}
+    after = _OPEN.match(text, pos)
+    if after:
+        close = _matching_paren(text, after.end() - 1)
+        call = m.group("name") + text[after.end() - 1 : close + 1]
+        args, kwargs = _parse_call_args(call, text)
+        kwargs = _bind(cls, args, kwargs, call)
+        pos = close + 1
+    try:
+        return cls(**kwargs), pos
+    except TypeError as exc:
+        raise ArchitectureError(f"Bad arguments for {cls.__name__} in {_clip(text)}: {exc}") from exc
+
+
+def _check_nesting(text: str, pos: int, depth: int) -> None:
+    if depth + 1 > MAX_NESTING:
+        raise ArchitectureError(_where(text, pos, f"repetitions and branches nested more than MAX_NESTING = "
+                                                  f"{MAX_NESTING} deep"))
+
+
+def _parse_parallel(text: str, m: re.Match, depth: int):
+    """The branches of ``[a | b | …]`` (each a list of items) and the position after ``]``."""
+    _check_nesting(text, m.start("open"), depth)
+    branches, pos = [], m.end()
+    while True:
+        start = pos
+        inner, pos, closer = _parse_sequence(text, pos, depth + 1, closers="|]")
+        if not inner:
+            raise ArchitectureError(_where(text, start, "an empty branch; write Identity for a branch that passes "
+                                                        "its input on"))
+        branches.append(inner)
+        if closer == "]":
+            return branches, pos
+
+
+def _parse_residual(text: str, m: re.Match, depth: int):
+    """The block of ``Residual(…)`` and the position after its ``)``."""
+    after = _OPEN.match(text, m.end())
+    if after is None:
+        raise ArchitectureError(_where(text, m.start("name"), "Residual needs its block in parentheses, e.g. "
+                                                              "Residual(ReLU > Dense)"))
+    _check_nesting(text, m.start("name"), depth)
+    inner, pos, _ = _parse_sequence(text, after.end(), depth + 1)
+    if not inner:
+        raise ArchitectureError(_where(text, m.start("name"), "Residual() needs at least one layer in its block"))
+    return inner, pos
 
 
 def _parse_repetition(text: str, m: re.Match, depth: int):
@@ -133,7 +205,7 @@ def _parse_repetition(text: str, m: re.Match, depth: int):
             f"a repetition count of {len(digits)} digits exceeds MAX_LAYERS = {MAX_LAYERS} layers",
         ))
     count = int(digits)
-    inner, end = _parse_sequence(text, m.end(), depth + 1)
+    inner, end, _ = _parse_sequence(text, m.end(), depth + 1)
     if count < 1 or not inner:
         raise ArchitectureError(_where(text, m.start("rep"), "a repetition needs a count >= 1 and at least one layer"))
     return count, inner, end

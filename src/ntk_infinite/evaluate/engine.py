@@ -43,8 +43,8 @@ from scipy.linalg.blas import dsyrk
 from ..compiler.codegen import load_module
 from ..compiler.duals.base import Dual
 from ..compiler.engine_source import build_engine_source
-from ..compiler.steps import Affine
-from ..errors import KernelOverflowError, KernelUnderflowWarning
+from ..compiler.steps import Affine, ForkStep, JoinStep, LayerNormStep
+from ..errors import InputError, KernelOverflowError, KernelUnderflowWarning
 
 __all__ = ["Affine", "Program", "PointData", "point_pass", "pair_pass", "scale_rows", "check_range", "DEFAULT_TILE"]
 
@@ -64,6 +64,8 @@ _MIN_PAIR_SQRT_Q = 2.0**-511
 #: Largest variance handed to a non-homogeneous dual: their formulas multiply two variances
 #: (e.g. (1 + 2q₁)(1 + 2q₂) for Erf), which must not overflow.
 _MAX_DUAL_VARIANCE = 2.0**500
+#: Op codes of the control steps in the generated driver (compiler/engine_source.py).
+_CONTROL_OPS = {ForkStep: -10, JoinStep: -11, LayerNormStep: -12}
 
 
 class Program:
@@ -77,10 +79,18 @@ class Program:
             if dual.key not in keys:
                 keys.append(dual.key)
         self._codes = {key: i + 1 for i, key in enumerate(keys)}
-        self.ops = np.array([0 if isinstance(s, Affine) else self._codes[s.key] for s in self.steps], dtype=np.int64)
-        self.wb = np.array([[s.w2, s.b2] if isinstance(s, Affine) else [0.0, 0.0] for s in self.steps], dtype=np.float64)
+        self.ops = np.array([self._op(s) for s in self.steps], dtype=np.int64)
+        #: Nesting levels of parallel blocks (the pair pass keeps two saved states per level).
+        self.n_levels = 1 + max((s.level for s in self.steps if isinstance(s, ForkStep)), default=-1)
         self._module = None
         self._build_lock = threading.Lock()
+
+    def _op(self, step) -> int:
+        if isinstance(step, Affine):
+            return 0
+        if isinstance(step, Dual):
+            return self._codes[step.key]
+        return _CONTROL_OPS[type(step)]
 
     @property
     def engine(self):
@@ -137,53 +147,72 @@ class PointData:
     terms: tuple = ()  # (L,) per step: the series truncation (Ka, Kb) of this pass, or None
 
 
-def point_pass(program: Program, q0: np.ndarray, want_data: bool = True, q0_exp=None) -> PointData:
+def point_pass(program: Program, q0: np.ndarray, want_data: bool = True, q0_exp=None,
+               n_features: int = 0) -> PointData:
     """Run the per-point recursion for input variances ``q0 · 4**q0_exp`` (n,).
 
     ``q0_exp`` (int array, default 0) lets inputs beyond float64's range in; see the module
-    docstring for the units of the result.
+    docstring for the units of the result. ``n_features`` is the inputs' feature count d (the
+    fan-in of a first layer in standard parameterisation).
     """
     n = q0.shape[0]
     L = len(program.steps)
     sqrt_q = np.empty((L + 1, n))
     exps = np.zeros(L + 1, dtype=np.int64)
-    wb = np.zeros((L, 2))
+    wb = np.zeros((L, 4))
     q, sqrt_q[0], e = _initial_units(q0, q0_exp)
     exps[0] = e
     td = np.zeros(n)
-    data, params, terms = [], [], []
+    data, params, terms = [None] * L, [np.zeros(0)] * L, [None] * L
+    forks = []  # per open parallel block: its input (q, td, e) and the branches joined so far
     err = 0.0
     for l, step in enumerate(program.steps):
+        nxt = program.steps[l + 1] if l + 1 < L else None
         if isinstance(step, Affine):
-            nxt = program.steps[l + 1] if l + 1 < L else None
-            w2, b2, e = _affine_units(step, q, e, _units_wanted(nxt), nxt)
-            wb[l] = w2, b2
-            q = w2 * q + b2
-            td = w2 * td + q
-            data.append(None)
-            params.append(np.zeros(0))
-            terms.append(None)
+            w2, b2, gw, gb, e_new = _affine_units(step, q, e, _units_wanted(nxt), nxt, n_features)
+            wb[l] = w2, b2, gw, gb
+            q_new = w2 * q + b2
+            td = w2 * td + (q_new if gw == 0.0 else gw * q + gb)
+            q, e = q_new, e_new
+        elif isinstance(step, ForkStep):
+            forks.append(_OpenFork(q, td, e))
+            params[l] = np.array([float(step.level)])
+        elif isinstance(step, JoinStep):
+            q, td, e = _join(step, forks, l, q, td, e, data, params, nxt)
+        elif isinstance(step, LayerNormStep):
+            q, td, e, data[l] = _layer_norm(step, q, td, e)
         else:
-            # Everything that depends on this call comes from the result, never from the
-            # (shared) dual: another thread may be evaluating it at other variances.
-            degree = step.homogeneous_degree
-            if degree is None and not q.max(initial=0.0) <= _MAX_DUAL_VARIANCE:
-                raise KernelOverflowError(
-                    f"The variance entering {step.layer!r} exceeds float64's range for its dual: it reaches "
-                    f"{_magnitude(_log2(float(q.max())))}, above {_MAX_DUAL_VARIANCE:.1e} (the dual multiplies two "
-                    "variances, which must stay below ~1.8e308). Rescale the inputs (divide X by a large "
-                    "factor) or the weights (smaller w_std) before it."
-                )
-            res = step.point(q)
-            q = np.asarray(res.q_out, dtype=np.float64)
-            td = res.tdot * td
-            e = e * degree if degree is not None else 0
-            data.append(res.data)
-            params.append(np.asarray(step.params if res.params is None else res.params, dtype=np.float64))
-            terms.append(res.terms)
-            err = max(err, float(res.error_estimate))
+            q, td, e, data[l], params[l], terms[l], dual_err = _dual_point(step, q, td, e)
+            err = max(err, dual_err)
         exps[l + 1] = e
         sqrt_q[l + 1] = np.sqrt(q)
+    pp, prm = _stack_point_data(data, params, n, want_data)
+    with np.errstate(over="ignore", under="ignore"):
+        nngp_diag, ntk_diag = (np.ldexp(v, 2 * e) if e else v for v in (q, td))
+    return PointData(sqrt_q, nngp_diag, ntk_diag, pp, prm, exps, wb, np.stack([q, td]), err, tuple(terms))
+
+
+def _dual_point(step, q, td, e):
+    """One activation's point step: (q, td, e, data, params, terms, error estimate)."""
+    # Everything that depends on this call comes from the result, never from the
+    # (shared) dual: another thread may be evaluating it at other variances.
+    degree = step.homogeneous_degree
+    if degree is None and not q.max(initial=0.0) <= _MAX_DUAL_VARIANCE:
+        raise KernelOverflowError(
+            f"The variance entering {step.layer!r} exceeds float64's range for its dual: it reaches "
+            f"{_magnitude(_log2(float(q.max())))}, above {_MAX_DUAL_VARIANCE:.1e} (the dual multiplies two "
+            "variances, which must stay below ~1.8e308). Rescale the inputs (divide X by a large "
+            "factor) or the weights (smaller w_std) before it."
+        )
+    res = step.point(q)
+    params = np.asarray(step.params if res.params is None else res.params, dtype=np.float64)
+    return (np.asarray(res.q_out, dtype=np.float64), res.tdot * td, e * degree if degree is not None else 0,
+            res.data, params, res.terms, float(res.error_estimate))
+
+
+def _stack_point_data(data, params, n, want_data):
+    """(L, K, n) per-point dual data and (L, P) parameter vectors, zero-padded."""
+    L = len(data)
     K = max([d.shape[0] for d in data if d is not None], default=0) if want_data else 0
     pp = np.zeros((L, K, n))
     if K:
@@ -194,9 +223,67 @@ def point_pass(program: Program, q0: np.ndarray, want_data: bool = True, q0_exp=
     prm = np.zeros((L, max(P, 1)))
     for l, p in enumerate(params):
         prm[l, : p.size] = p
-    with np.errstate(over="ignore", under="ignore"):
-        nngp_diag, ntk_diag = (np.ldexp(v, 2 * e) if e else v for v in (q, td))
-    return PointData(sqrt_q, nngp_diag, ntk_diag, pp, prm, exps, wb, np.stack([q, td]), err, tuple(terms))
+    return pp, prm
+
+
+@dataclass
+class _OpenFork:
+    """A parallel block whose branches are being evaluated: the state they all start from,
+    and each joined branch's (step index, q, td, e, weight)."""
+
+    q: np.ndarray
+    td: np.ndarray
+    e: int
+    ends: list = None
+
+    def __post_init__(self):
+        self.ends = []
+
+
+def _join(step, forks, l, q, td, e, data, params, nxt):
+    """The end of one branch: the fork's state for the next branch, or after the last one the
+    weighted sum of the branches, in the units 4^e of the largest (or actual units when a
+    non-homogeneous activation follows). Fills each join's per-point data: the sum's √Q
+    before and after that branch, and its parameters (level, branch, last, scale)."""
+    fork = forks[-1]
+    fork.ends.append((l, q, td, e, step.weight))
+    if not step.last:
+        return fork.q, fork.td, fork.e
+    forks.pop()
+    e_acc = 0 if _units_wanted(nxt) == 0.0 else max(end[3] for end in fork.ends)
+    q_acc = np.zeros_like(q)
+    td_acc = np.zeros_like(td)
+    for branch, (lj, qb, tdb, eb, weight) in enumerate(fork.ends):
+        f2 = _ldexp(weight, 2 * (eb - e_acc))
+        if math.isinf(f2):
+            raise KernelOverflowError(
+                "A branch of a parallel block has variances beyond float64 (largest ~1.8e308) in the units of the "
+                "activation after the FanIn. Rescale the inputs (divide X by a large factor) or the weights."
+            )
+        before = np.sqrt(q_acc)
+        with np.errstate(over="ignore", under="ignore"):
+            q_acc = q_acc + f2 * qb
+            td_acc = td_acc + f2 * tdb
+        data[lj] = np.stack([before, np.sqrt(q_acc)])
+        params[lj] = np.array([step.level, branch, float(branch == step.num - 1), f2])
+    return q_acc, td_acc, e_acc
+
+
+def _layer_norm(step, q, td, e):
+    """LayerNorm on the variances (units 4^e): q/(q + ε), the NTK diagonal alike, in actual
+    units; per point the factor 1/√(q + ε) that rescales Θ of every pair."""
+    eps = _ldexp(step.eps, -2 * e)
+    denom = q + eps
+    if np.any(denom == 0.0):
+        raise InputError(
+            f"{step.layer!r} normalises an input whose variance is exactly 0 with eps = 0: x/|x| has no limit at "
+            "x = 0. Give LayerNorm a positive eps (neural-tangents' default is 1e-12), or remove the zero inputs."
+        )
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        inv = 1.0 / denom
+        scale = np.sqrt(inv)
+        q_out = np.where(np.isinf(denom), 0.0, q * inv)
+    return q_out, td * inv, 0, scale[None, :]
 
 
 def _initial_units(q0, q0_exp):
@@ -218,8 +305,10 @@ def _units_wanted(nxt):
     return _SAFE_LOG2
 
 
-def _affine_units(step, q, e, bound, nxt):
-    """(w², b², e') of an affine step on variances in units of 4^e, output in units of 4^{e'}.
+def _affine_units(step, q, e, bound, nxt, n_features=0):
+    """(w², b², g_w, g_b, e') of an affine step on variances in units of 4^e, output in units
+    of 4^{e'}; g_w, g_b are the standard-parameterisation NTK terms in those units (both 0 in
+    NTK parameterisation, where Θ ← w²Θ + Σ_new).
 
     e' = e while the largest output variance stays within 2^±bound (always in the usual
     range: then w², b² are the layer's own), else the nearest power of 4 to it; e' = 0 for
@@ -247,7 +336,14 @@ def _affine_units(step, q, e, bound, nxt):
             f"{_magnitude(_log2(w2) + _log2(m) + 2 * e)}; this activation needs the actual variances. Rescale "
             "the inputs (divide X by a large factor) or the weights (smaller w_std) before it."
         )
-    return min(w2_new, np.finfo(np.float64).max), _ldexp(b2, -2 * e_new), e_new
+    gw, gb = 0.0, 0.0
+    if step.standard:
+        n_in, bias = step.ntk_terms(n_features)
+        if n_in <= 0:
+            raise InputError(f"{step.layer!r} uses standard parameterisation on the data, but the evaluation was not "
+                             "given the number of input features; call the compiled kernel on the data.")
+        gw, gb = _ldexp(n_in, 2 * (e - e_new)), _ldexp(bias, -2 * e_new)
+    return min(w2_new, np.finfo(np.float64).max), _ldexp(b2, -2 * e_new), gw, gb, e_new
 
 
 def _ldexp(x, k):
@@ -424,7 +520,7 @@ def pair_pass(
     n1, n2, d = X1.shape[0], Xb.shape[0], X1.shape[1]
     q0 = q1 if symmetric else np.concatenate([q1, qb])
     k0 = k1 if symmetric else np.concatenate([k1, kb])
-    pts = point_pass(program, q0, q0_exp=k0)
+    pts = point_pass(program, q0, q0_exp=k0, n_features=d)
     check_range(pts, want_nngp, want_ntk, stacklevel=4)
     out_s = np.empty((n1, n2)) if want_nngp else None
     out_t = np.empty((n1, n2)) if want_ntk else None
@@ -455,7 +551,7 @@ def pair_pass(
                    np.ascontiguousarray(SQ1), np.ascontiguousarray(SQ2),
                    np.ascontiguousarray(sq_out[:n1]), np.ascontiguousarray(sq_out[n1:] if not symmetric else sq_out),
                    t_scale, program.ops, pts.wb,
-                   np.ascontiguousarray(PP1), np.ascontiguousarray(PP2), pts.params)
+                   np.ascontiguousarray(PP1), np.ascontiguousarray(PP2), pts.params, program.n_levels)
 
     def run(chunk):
         engine(*args_before, chunk, tile, want_nngp, want_ntk, symmetric)
