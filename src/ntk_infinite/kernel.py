@@ -16,7 +16,7 @@ from .describe.layers import Architecture, Layer, serial
 from .results import KernelDiag, Kernels, parse_get
 from .describe.textform import parse_architecture
 
-__all__ = ["compile", "CompiledKernel", "as_architecture"]
+__all__ = ["compile", "CompiledKernel", "as_architecture", "check_spatial_support"]
 
 
 def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - the public name is fixed
@@ -49,7 +49,7 @@ def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - th
     steps = layout_steps(arch, tol)
     n_spatial = _spatial_rank(arch)
     if n_spatial:
-        _check_spatial_support(arch)
+        check_spatial_support(arch)
     program = SpatialProgram(steps, n_spatial) if n_spatial else Program(steps)
     return CompiledKernel(arch, program, tol)
 
@@ -80,7 +80,7 @@ def _spatial_rank(arch) -> int:
     return 1 if any(isinstance(layer, SpatialLayer) for layer in arch.walk()) else 0
 
 
-def _check_spatial_support(arch) -> None:
+def check_spatial_support(arch) -> None:
     """Branches, LayerNorm and standard parameterisation are evaluated for dense networks; the
     convolutional pair pass has no state stack or per-position rescaling yet."""
     for layer in arch.walk():

@@ -27,9 +27,18 @@ def _step_line(step, spatial) -> str:
     if isinstance(step, Dual):
         where = " on every position pair" if spatial else ""
         return f"{step.layer!r}: activation{where}, {step.route or type(step).__name__}"
+    if step.role == "fork":
+        return f"FanOut({step.num}): the state is kept for {step.num} branches (nesting level {step.level})"
+    if step.role == "join":
+        how = "added to the sum" if step.mode == "sum" else f"joins the concatenation with weight {step.weight:.6g}"
+        then = "the sum is the state" if step.last else "the next branch starts from the FanOut's state"
+        return f"end of branch {step.branch + 1} of {step.num}: {how}; {then}"
     layer = getattr(step, "layer", None)
     name = repr(layer) if layer is not None else f"Dense(σ_w² = {step.w2:g}, σ_b² = {step.b2:g})"
-    what = {"affine": "affine map", "linear": "fixed average", "readout": "readout"}.get(step.role, step.role)
+    what = {"affine": "affine map", "linear": "fixed average", "readout": "readout",
+            "norm": "per-point rescaling (correlations unchanged)"}.get(step.role, step.role)
+    if getattr(step, "fan_in", 0):
+        what += f", standard parameterisation (fan-in {'d' if step.fan_in < 0 else step.fan_in})"
     return f"{name}: {what}"
 
 

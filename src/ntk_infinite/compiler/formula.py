@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from ..errors import ArchitectureError
+
 from .notation import X, XP, eq_latex, eq_text, sigma, theta
 
 __all__ = ["FormulaStep", "KernelFormula", "kernel_formula", "kernel_latex", "register"]
@@ -141,6 +143,12 @@ def kernel_formula(kernel) -> KernelFormula:
     """
     from .steps import role_of
 
+    if kernel.architecture.branched:
+        raise ArchitectureError(
+            "formula() writes the recursion of a serial architecture, one layer after the other; this one has "
+            "parallel branches. Use kernel.explain() for the steps of a branched network, or ask formula() of "
+            "each branch as an architecture of its own."
+        )
     layers = [layer for layer in kernel.architecture if role_of(layer) is not None]
     steps = kernel.program.steps
     if len(layers) != len(steps):  # pragma: no cover - structural invariant of compile()

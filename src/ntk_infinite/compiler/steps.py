@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from ..describe.branching import LayerNorm
+from ..describe.branching import FAN_INS, FanOut, LayerNorm, Parallel
 from ..describe.layers import ActivationLayer, Dense, Identity
 from ..describe.spatial import AvgPool, Conv, Flatten, GlobalAvgPool, output_size, pad_low, spatial_output_shape
 from .notation import X, XP, entry_latex, entry_text, eq_latex, eq_text, number, number_text, offset_set, sigma, theta, \
@@ -454,9 +454,12 @@ def compile_step(layer, tol: float):
 
 
 def role_of(layer) -> str | None:
-    """The architecture role of a layer (None for Identity)."""
+    """The architecture role of a layer (None for Identity; "branch" for FanOut, parallel
+    blocks and fan-ins, which :mod:`ntk_infinite.compiler.structure` lays out)."""
     if isinstance(layer, Identity):
         return None
+    if isinstance(layer, (FanOut, Parallel) + FAN_INS):
+        return "branch"
     step = _step_class(layer)
     return "activation" if step is None else step.role
 

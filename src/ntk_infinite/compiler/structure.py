@@ -159,10 +159,12 @@ def _sum_rule(ends, fan_in, stream, level, at) -> _Stream:
 def _concat_rule(ends, fan_in, stream, at) -> _Stream:
     widths = [end.width for end in ends]
     known = [w for w in widths if isinstance(w, int)]
-    if known and len(known) < len(widths) and len(set(known)) > 1:
+    if known and len(known) < len(widths):
+        shown = [w if isinstance(w, int) else None for w in widths]
         raise ArchitectureError(
-            f"FanInConcat at {at} joins branches of widths {widths}: the weights of a concatenation are the channel "
-            "shares, so every branch needs a declared width (its last Dense/Conv's width/channels) when they differ."
+            f"FanInConcat at {at} joins branches of widths {shown}: the weights of a concatenation are the channel "
+            "shares, so either every branch declares its width (its last Dense/Conv's width/channels) or none does "
+            "(then all count alike, the limit of equal widths)."
         )
     width = sum(known) if len(known) == len(widths) else None
     return replace(ends[0], gaussian=all(end.gaussian for end in ends), fresh=min(end.fresh for end in ends),

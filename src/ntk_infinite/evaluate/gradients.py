@@ -31,6 +31,7 @@ import numpy as np
 
 from ..compiler.duals.partials import dual_partials
 from ..compiler.steps import is_trainable
+from ..errors import ArchitectureError
 from ..kernel import CompiledKernel, compile
 from ..results import parse_get
 
@@ -171,11 +172,24 @@ def kernel_gradients(kernel, X1, X2=None, *, get=("nngp", "ntk")) -> KernelGradi
     """
     want_nngp, want_ntk = parse_get(get)
     compiled = kernel if isinstance(kernel, CompiledKernel) else compile(kernel)
+    _check_differentiable(compiled)
     X1 = compiled.check_inputs(X1, "X1")  # (n, d) rows or (n, S₁, …, S_k, C) images
     X2 = None if X2 is None else compiled.check_inputs(X2, "X2", like=X1)
     if compiled.spatial:
         return _spatial_kernel_gradients(compiled, X1, X2, want_nngp, want_ntk)
     return _dense_kernel_gradients(compiled, X1, X2, want_nngp, want_ntk)
+
+
+def _check_differentiable(compiled) -> None:
+    """The derivative recursion covers serial NTK-parameterised Dense/Conv networks."""
+    for step in compiled.program.steps:
+        if step.role in ("fork", "join", "norm") or getattr(step, "fan_in", 0):
+            raise ArchitectureError(
+                "Kernel derivatives with respect to w_std and b_std cover serial, NTK-parameterised networks; this "
+                "architecture has parallel branches, LayerNorm or standard parameterisation. Select its "
+                "hyperparameters by a grid search (nk.select with method='grid'), or differentiate by finite "
+                "differences of nk.compile(...)(X)."
+            )
 
 
 def _dense_kernel_gradients(compiled, X1, X2, want_nngp, want_ntk) -> KernelGradients:

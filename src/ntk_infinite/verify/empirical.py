@@ -56,9 +56,11 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ArchitectureError, InputError, ParameterError, as_input_array, check_param
-from ..kernel import as_architecture
-from ..describe.layers import ActivationLayer, Dense
+from ..kernel import as_architecture, check_spatial_support
+from ..describe.branching import FanInConcat, FanOut, LayerNorm
+from ..describe.layers import ActivationLayer, Dense, Identity
 from ..describe.spatial import AvgPool, Conv, Flatten, GlobalAvgPool, SpatialLayer
+from .branches import LayerNormOp, ParallelOp, backward_sequence, forward_sequence, tangent_sequence
 from .spatial_ops import ConvOp, FlattenOp, GlobalAvgPoolOp, PoolOp, as_spatial_input
 
 __all__ = [
@@ -119,7 +121,19 @@ class _DenseOp:
         self.b_slice = slice(self.w_slice.stop, self.w_slice.stop + n_out)
         self.n_params = self.b_slice.stop - offset
         self.w_shape = (n_out, n_in)
-        self.scale = self.w_std / np.sqrt(n_in)
+        if layer.parameterization == "standard":
+            # The parameters are the weights themselves, W ~ N(0, σw²/n_in), b ~ N(0, σb²); b_std = 0
+            # means no bias (its coefficient is 0, so it never moves and adds nothing to the NTK).
+            self.scale, self.bias_scale = 1.0, (1.0 if self.b_std > 0 else 0.0)
+            self.init_scales = (self.w_std / np.sqrt(n_in), self.b_std)
+        else:
+            self.scale, self.bias_scale = self.w_std / np.sqrt(n_in), self.b_std
+            self.init_scales = (1.0, 1.0)
+
+    def nngp_gram(self, h1, h2):
+        """The covariance of this layer's outputs over its initialisation, given its inputs:
+        σw²/n_in h·h' + σb² (both parameterisations)."""
+        return (self.w_std**2 / self.n_in) * (h1 @ h2.T) + self.b_std**2
 
     def weights(self, theta):
         return theta[self.w_slice].reshape(self.n_out, self.n_in)
@@ -127,8 +141,8 @@ class _DenseOp:
     def forward(self, theta, h):
         z = h @ self.weights(theta).T
         z *= self.scale
-        if self.b_std:
-            z += self.b_std * theta[self.b_slice]
+        if self.bias_scale:
+            z += self.bias_scale * theta[self.b_slice]
         return z
 
     def backward(self, theta, h, delta):
@@ -139,23 +153,23 @@ class _DenseOp:
 
     def tangent(self, theta, v, h, dh):
         W, dW = self.weights(theta), v[self.w_slice].reshape(self.n_out, self.n_in)
-        z = self.scale * (h @ W.T) + self.b_std * theta[self.b_slice]
-        return z, self.scale * (h @ dW.T + dh @ W.T) + self.b_std * v[self.b_slice]
+        z = self.scale * (h @ W.T) + self.bias_scale * theta[self.b_slice]
+        return z, self.scale * (h @ dW.T + dh @ W.T) + self.bias_scale * v[self.b_slice]
 
     def grad(self, h, delta, out):
         d2 = delta[:, 0, :]
         np.matmul((self.scale * d2).T, h, out=out[self.w_slice].reshape(self.n_out, self.n_in))
-        out[self.b_slice] = self.b_std * d2.sum(axis=0)
+        out[self.b_slice] = self.bias_scale * d2.sum(axis=0)
 
     def jacobian(self, h, delta, J):
         n, k = delta.shape[:2]
         J[:, :, self.w_slice] = self.scale * np.einsum("nai,nj->naij", delta, h).reshape(n, k, -1)
-        J[:, :, self.b_slice] = self.b_std * delta
+        J[:, :, self.b_slice] = self.bias_scale * delta
 
     def ntk(self, h1, d1, h2, d2):
         n1, k = d1.shape[:2]
         n2 = d2.shape[0]
-        G = (self.scale**2) * (h1 @ h2.T) + self.b_std**2
+        G = (self.scale**2) * (h1 @ h2.T) + self.bias_scale**2
         D = d1.reshape(n1 * k, self.n_out) @ d2.reshape(n2 * k, self.n_out).T
         if k > 1:
             G = np.repeat(np.repeat(G, k, axis=0), k, axis=1)
@@ -256,26 +270,62 @@ class FiniteNetwork:
         self.input_shape = _input_shape(in_features)
         self.in_features = self.input_shape[0] if len(self.input_shape) == 1 else self.input_shape
         arch = self.architecture
-        param_pos = [i for i, layer in enumerate(arch) if isinstance(layer, (Dense, Conv))]
-        hidden = param_pos[:-1]
-        readout = arch[param_pos[-1]]
+        if len(self.input_shape) > 1:
+            check_spatial_support(arch)
+        param_layers = [layer for layer in arch.walk() if isinstance(layer, (Dense, Conv))]
+        hidden = param_layers[:-1]
+        readout = param_layers[-1]
         hidden_widths = self._hidden_widths(width, hidden)
         if n_outputs is None:
             n_outputs = readout.width if readout.width is not None else 1
         n_outputs = check_param("FiniteNetwork", "n_outputs", n_outputs, low=1, integer=True)
         widths = (*hidden_widths, n_outputs)
-        self._ops, self._params = [], []
-        offset, shape, k = 0, self.input_shape, 0
-        for i, layer in enumerate(arch):
-            op = self._build_op(i, layer, shape, widths[k] if k < len(widths) else None, offset)
-            if op.n_params:
-                self._params.append(op)
-                offset, k = offset + op.n_params, k + 1
-            self._ops.append(op)
-            shape = op.out_shape
+        self._params = []
+        self._widths = iter(widths)
+        self._ops, _, self.n_params = self._build_sequence(arch, self.input_shape, 0, "")
         self.widths = widths
         self.n_outputs = n_outputs
-        self.n_params = offset
+
+    def _build_sequence(self, arch, shape, offset, where):
+        """(ops, output shape, next parameter offset) of an architecture or branch; parametrised
+        ops are appended to ``self._params`` in data-flow order (the order of ``theta``)."""
+        ops, layers, i = [], arch.layers, 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, FanOut):
+                branches = []
+                for b, branch in enumerate(layers[i + 1].branches):
+                    seq, _, offset = self._build_sequence(branch, shape, offset, f"{where}branch {b} at {i + 1}, ")
+                    branches.append(seq)
+                op = ParallelOp(i, shape, branches, concat=isinstance(layers[i + 2], FanInConcat))
+                self._check_sum_shapes(op, layers[i + 2], where, i + 2)
+                i += 3
+            else:
+                op = self._build_op(i, layer, shape, next(self._widths) if isinstance(layer, (Dense, Conv)) else None,
+                                    offset)
+                if op.n_params:
+                    self._params.append(op)
+                    offset += op.n_params
+                i += 1
+            if not isinstance(layer, Identity):
+                ops.append(op)
+            shape = op.out_shape
+        return ops, shape, offset
+
+    @staticmethod
+    def _check_sum_shapes(op, fan_in, where, i):
+        outs = [seq[-1].out_shape if seq else op.in_shape for seq in op.branches]
+        if op.concat:
+            if len({shape[:-1] for shape in outs}) > 1:
+                raise ArchitectureError(f"{fan_in!r} at {where}position {i} concatenates channels of branches with "
+                                        f"different spatial shapes {outs}; give every branch the same spatial shape.")
+            return
+        if len(set(outs)) > 1:
+            raise ArchitectureError(
+                f"{fan_in!r} at {where}position {i} adds branch outputs of different shapes {outs} (per sample): a sum "
+                "needs equal widths. Give the last Dense of every branch the width of the block's input (or pass "
+                "width= with one value for all hidden layers and a matching input)."
+            )
 
     def _build_op(self, i, layer, shape, n_out, offset):
         spatial = len(shape) > 1
@@ -290,6 +340,8 @@ class FiniteNetwork:
             return _DenseOp(i, shape[0], n_out, layer, offset)
         if isinstance(layer, ActivationLayer):
             return _ActivationOp(i, shape, layer)
+        if isinstance(layer, LayerNorm):
+            return LayerNormOp(i, shape, layer)
         if isinstance(layer, SpatialLayer) and not spatial:
             raise ArchitectureError(
                 f"{layer!r} at position {i} acts on spatial inputs (n, S1, ..., Sk, C), but the network was built "
@@ -310,7 +362,7 @@ class FiniteNetwork:
         )
 
     def _hidden_widths(self, width, hidden) -> tuple:
-        layers = [self.architecture[i] for i in hidden]
+        layers = hidden
         kind = "Dense" if not any(isinstance(layer, Conv) for layer in layers) else "Conv/Dense"
         if width is None:
             own = [layer.channels if isinstance(layer, Conv) else layer.width for layer in layers]
@@ -338,13 +390,21 @@ class FiniteNetwork:
 
     # ------------------------------------------------------------------ parameters
     def init(self, seed=None) -> np.ndarray:
-        """Draw all parameters i.i.d. standard normal: a flat (P,) float64 vector.
+        """Draw all parameters: a flat (P,) float64 vector, i.i.d. standard normal (a
+        standard-parameterisation Dense layer's weights and biases scaled to N(0, σw²/n_in)
+        and N(0, σb²)).
 
         ``seed`` is anything :func:`numpy.random.default_rng` accepts (an int, a
         ``SeedSequence`` or a ``Generator``).
         """
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        return rng.standard_normal(self.n_params)
+        theta = rng.standard_normal(self.n_params)
+        for op in self._params:
+            w_scale, b_scale = getattr(op, "init_scales", (1.0, 1.0))
+            if (w_scale, b_scale) != (1.0, 1.0):
+                theta[op.w_slice] *= w_scale
+                theta[op.b_slice] *= b_scale
+        return theta
 
     def unflatten(self, theta: np.ndarray) -> list:
         """Views ``[(W_1, b_1), …]`` into ``theta``, one per Conv/Dense layer: a Dense W_l is
@@ -379,16 +439,8 @@ class FiniteNetwork:
     # ------------------------------------------------------------------ passes
     def _forward(self, theta, X, keep: bool, stop=None):
         """Outputs and, with ``keep``, each op's input (the cache its backward pass reads).
-        With ``stop`` (an op), the input of that op instead of the outputs."""
-        h = X
-        cache = []
-        for op in self._ops:
-            if op is stop:
-                return h, cache
-            if keep:
-                cache.append(h)
-            h = op.forward(theta, h)
-        return h, cache
+        With ``stop`` (a top-level op), the input of that op instead of the outputs."""
+        return forward_sequence(self._ops, theta, X, keep, stop)
 
     def apply(self, theta, X) -> np.ndarray:
         """Forward pass: outputs (n, k) for inputs ``X`` (n, d) or (n, S₁, …, S_k, C)."""
@@ -402,12 +454,7 @@ class FiniteNetwork:
         with ``delta_out`` (n, m, *op.out_shape) the sensitivity of its outputs. ``m`` indexes
         whatever is propagated (output components for the Jacobian, 1 for a cotangent).
         """
-        for op, stored in zip(reversed(self._ops), reversed(cache)):
-            if op.n_params:
-                yield op, stored, delta
-                if op is self._params[0]:
-                    return
-            delta = op.backward(theta, stored, delta)
+        yield from backward_sequence(self._ops, theta, cache, delta, need_input=False)
 
     def _features(self, theta, X):
         """Per parametrised op: (op, h_in, delta (n, k, *out_shape)) for the NTK contraction."""
@@ -495,7 +542,7 @@ class FiniteNetwork:
         op = self._params[-1]
         h1 = self._forward(theta, X1, keep=False, stop=op)[0]
         h2 = h1 if X2 is None else self._forward(theta, self._check_x(X2, "X2"), keep=False, stop=op)[0]
-        return (op.scale**2) * (h1 @ h2.T) + op.b_std**2
+        return op.nngp_gram(h1, h2)
 
     def vjp(self, theta, X, cotangent) -> np.ndarray:
         r"""Vector-Jacobian product :math:`J^\top r`, (P,), by backpropagation.
@@ -539,10 +586,7 @@ class FiniteNetwork:
         v = np.asarray(tangent, dtype=np.float64)
         if v.shape != theta.shape:
             raise InputError(f"tangent must have theta's shape {theta.shape}; got {v.shape}.")
-        h, dh = X, np.zeros_like(X)
-        for op in self._ops:
-            h, dh = op.tangent(theta, v, h, dh)
-        return dh
+        return tangent_sequence(self._ops, theta, v, X, np.zeros_like(X))[1]
 
 
 class LinearizedModel:

@@ -29,11 +29,14 @@ from a bootstrap over seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..describe.layers import Dense
+from ..describe.spatial import Conv
 from .empirical import FiniteNetwork, as_architecture, as_network_input, input_shape_of, thin_blas
 from ..errors import InputError, ParameterError, check_param
 from ..solve.predict import gd_mse_from_gram
@@ -227,7 +230,9 @@ def kernel_convergence(arch, X, *, widths=DEFAULT_WIDTHS, samples: int = 16, ana
     samples : int
         Networks per width (S >= 2).
     analytic : Kernels, optional
-        The analytic kernels on ``X`` to check (default ``nk.compile(arch)(X)``).
+        The analytic kernels on ``X`` to check (default ``nk.compile(arch)(X)``). Ignored for a
+        standard-parameterisation network, whose kernels depend on the width: each width is
+        checked against ``nk.compile(at_width(arch, width))(X)``.
     seed : int
         Root of the seeds; network s at width w uses ``SeedSequence([seed, w, s])``.
     progress : callable(done, total), optional
@@ -238,22 +243,17 @@ def kernel_convergence(arch, X, *, widths=DEFAULT_WIDTHS, samples: int = 16, ana
     X = as_network_input(X, "X")
     widths = _check_widths(widths)
     samples = check_param("kernel_convergence", "samples", samples, low=2, integer=True)
-    if analytic is None:
+    if width_dependent(arch):
+        analytic = None  # standard parameterisation: each width has its own analytic kernels
+    elif analytic is None:
         analytic = compile_kernel(arch)(X)
-    targets = {"nngp": np.asarray(analytic.nngp), "ntk": np.asarray(analytic.ntk)}
-    for name, K in targets.items():
-        if K.shape != (X.shape[0], X.shape[0]) or not np.isfinite(K).all() or not np.any(K):
-            raise InputError(
-                f"The analytic {name.upper()} on X must be a finite, non-zero ({X.shape[0]}, {X.shape[0]}) matrix to "
-                f"measure relative errors; got shape {K.shape} with norm {np.linalg.norm(K):.3g}. Check that the "
-                "architecture has non-zero w_std or b_std and that X is not all zeros."
-            )
-    per = {name: np.empty((len(widths), samples)) for name in targets}
-    means = {name: [] for name in targets}
-    ses = {name: [] for name in targets}
+    per = {name: np.empty((len(widths), samples)) for name in ("nngp", "ntk")}
+    mean_err = {name: np.empty(len(widths)) for name in per}
+    rel_se = {name: np.empty(len(widths)) for name in per}
     total, done = len(widths) * samples, 0
     with thin_blas():
         for wi, width in enumerate(widths):
+            targets = _convergence_targets(_analytic_at(arch, X, width, analytic), X.shape[0])
             net = FiniteNetwork(arch, input_shape_of(X), width=width)
             stacks = {name: [] for name in targets}
             for s in range(samples):
@@ -268,20 +268,67 @@ def kernel_convergence(arch, X, *, widths=DEFAULT_WIDTHS, samples: int = 16, ana
                 st = np.stack(stacks[name])
                 norm = np.linalg.norm(K)
                 per[name][wi] = np.linalg.norm(st - K, axis=(1, 2)) / norm
-                means[name].append(st.mean(axis=0))
-                ses[name].append(math.sqrt(float(np.sum(st.var(axis=0, ddof=1))) / samples))
+                mean_err[name][wi] = np.linalg.norm(st.mean(axis=0) - K) / norm
+                rel_se[name][wi] = math.sqrt(float(np.sum(st.var(axis=0, ddof=1))) / samples) / norm
     zc = _t_critical(samples - 1)
     out = {}
-    for name, K in targets.items():
-        norm = np.linalg.norm(K)
-        mean_err = np.array([np.linalg.norm(m - K) / norm for m in means[name]])
-        se = np.array(ses[name])
+    for name in per:
         exact = bool(np.all(per[name] <= 1e-12))  # no random hidden layer: nothing to converge
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(exact, 0.0, mean_err * norm / se)
+            z = np.where(exact, 0.0, mean_err[name] / rel_se[name])
         fit = SlopeFit(float("nan"), float("nan"), 0.0) if exact else fit_slope(widths, per[name], seed=seed)
-        out[name] = KernelConvergence(name, widths, per[name], mean_err, z, zc * se / norm, zc, fit, exact)
+        out[name] = KernelConvergence(name, widths, per[name], mean_err[name], z, zc * rel_se[name], zc, fit, exact)
     return out
+
+
+def _convergence_targets(analytic, n: int) -> dict:
+    """The analytic NNGP and NTK on the n inputs, refused when a relative error is undefined."""
+    targets = {"nngp": np.asarray(analytic.nngp), "ntk": np.asarray(analytic.ntk)}
+    for name, K in targets.items():
+        if K.shape != (n, n) or not np.isfinite(K).all() or not np.any(K):
+            raise InputError(
+                f"The analytic {name.upper()} on X must be a finite, non-zero ({n}, {n}) matrix to "
+                f"measure relative errors; got shape {K.shape} with norm {np.linalg.norm(K):.3g}. Check that the "
+                "architecture has non-zero w_std or b_std and that X is not all zeros."
+            )
+    return targets
+
+
+def width_dependent(arch) -> bool:
+    """True when the analytic kernels depend on the hidden widths (standard parameterisation:
+    the NTK of a layer grows with its fan-in), so each width needs its own analytic kernels."""
+    return any(getattr(layer, "parameterization", "ntk") == "standard" for layer in arch.walk())
+
+
+def at_width(arch, width: int):
+    """``arch`` with every Dense width and Conv channel count set to ``width`` (the analytic
+    counterpart of ``FiniteNetwork(arch, ..., width=width)``; the readout's width does not enter
+    the kernels)."""
+    from ..describe.branching import Parallel
+    from ..describe.layers import Architecture
+
+    def rebuild(a):
+        out = []
+        for layer in a.layers:
+            if isinstance(layer, Parallel):
+                layer = Parallel(tuple(rebuild(b) for b in layer.branches))
+            elif isinstance(layer, Dense):
+                layer = dataclasses.replace(layer, width=width)
+            elif isinstance(layer, Conv):
+                layer = dataclasses.replace(layer, channels=width)
+            out.append(layer)
+        return Architecture(tuple(out))
+
+    return rebuild(arch)
+
+
+def _analytic_at(arch, X, width, given):
+    """The analytic kernels on X that a network of hidden width ``width`` approaches."""
+    from ..kernel import compile as compile_kernel
+
+    if width_dependent(arch):
+        return compile_kernel(at_width(arch, width))(X)
+    return given if given is not None else compile_kernel(arch)(X)
 
 
 def _check_widths(widths) -> tuple:
@@ -390,23 +437,21 @@ def training_agreement(arch, X, Y, X_test, *, widths=DEFAULT_TRAIN_WIDTHS, sampl
     samples = check_param("training_agreement", "samples", samples, low=2, integer=True)
     n = X.shape[0]
     XA = np.vstack([X, Xt])
-    if analytic is None:
+    if width_dependent(arch):
+        analytic = None  # standard parameterisation: each width has its own analytic kernels
+    elif analytic is None:
         analytic = compile_kernel(arch)(XA)
-    Th, Kn = np.asarray(analytic.ntk), np.asarray(analytic.nngp)
-    eta_t = default_training_time(Th[:n, :n]) if eta_t is None else check_param("verify", "eta_t", eta_t, low=0.0, low_open=True)
-    ensemble = gd_mse_from_gram({"ntk": Th[:n, :n], "nngp": Kn[:n, :n]}, Y).predict(
-        {"ntk": Th[n:, :n], "nngp": Kn[n:, :n]}, {"nngp": Kn[n:, n:]}, t=eta_t, cov=True)
-    mu = ensemble.mean
-    var = np.maximum(np.diag(ensemble.cov), 0.0)
-    se = np.sqrt(var / samples)[:, None]
-    # RMS norm of the trained test outputs over initialisations: a seed-independent scale.
-    scale = math.sqrt(float(np.sum(mu**2)) + float(np.sum(var)) * Y.shape[1])
+    if eta_t is not None:
+        eta_t = check_param("verify", "eta_t", eta_t, low=0.0, low_open=True)
     W, S = len(widths), samples
+    eta_used = []
     dev, lin, dntk, dpar = (np.empty((W, S)) for _ in range(4))
     layers = None
     mean_z = np.empty(W)
     total, done = W * S, 0
     for wi, width in enumerate(widths):
+        Th, Kn, eta_w, mu, se, scale = _training_targets(_analytic_at(arch, XA, width, analytic), Y, n, eta_t, samples)
+        eta_used.append(eta_w)
         net = FiniteNetwork(arch, input_shape_of(X), width=width, n_outputs=Y.shape[1])
         if layers is None:
             layers = np.empty((W, len(net.widths), S))
@@ -417,10 +462,10 @@ def training_agreement(arch, X, Y, X_test, *, widths=DEFAULT_TRAIN_WIDTHS, sampl
                 f0 = net.apply(theta0, XA)
                 ntk0_full = net.ntk(theta0, XA)  # (N·k, N·k): a finite network couples its outputs
                 ntk0 = _per_output(ntk0_full, Y.shape[1])
-            res = train(net, theta0, X, Y, learning_rate=1.0, t=eta_t, X_test=Xt)
-            f_ana = _analytic_mean(Th, f0, Y, n, eta_t)
+            res = train(net, theta0, X, Y, learning_rate=1.0, t=eta_w, X_test=Xt)
+            f_ana = _analytic_mean(Th, f0, Y, n, eta_w)
             k = Y.shape[1]
-            f_lin = _analytic_mean(ntk0_full, f0.reshape(-1, 1), Y.reshape(-1, 1), n * k, eta_t).reshape(-1, k)
+            f_lin = _analytic_mean(ntk0_full, f0.reshape(-1, 1), Y.reshape(-1, 1), n * k, eta_w).reshape(-1, k)
             dev[wi, s] = np.linalg.norm(res.test_outputs - f_ana) / scale
             lin[wi, s] = np.linalg.norm(res.test_outputs - f_lin) / scale
             with thin_blas():
@@ -441,7 +486,24 @@ def training_agreement(arch, X, Y, X_test, *, widths=DEFAULT_TRAIN_WIDTHS, sampl
     zc = float(stats.norm.isf(FALSE_ALARM / (2 * n_tests)))
     fits = {name: fit_slope(widths, arr, seed=seed) for name, arr in
             (("deviation", dev), ("linearized_deviation", lin), ("ntk_change", dntk), ("param_change", dpar))}
-    return TrainingAgreement(widths, eta_t, dev, lin, mean_z, zc, dntk, dpar, layers, fits)
+    return TrainingAgreement(widths, eta_used[0], dev, lin, mean_z, zc, dntk, dpar, layers, fits)
+
+
+def _training_targets(analytic, Y, n, eta_t, samples):
+    """(Θ, K, η·t, ensemble mean, its standard error over ``samples`` networks, output scale) of
+    the analytic predictor; η·t defaults to :func:`default_training_time` of Θ (for kernels that
+    depend on the width, each width's own: in standard parameterisation Θ grows with the width,
+    and the time scale of training shrinks with it)."""
+    Th, Kn = np.asarray(analytic.ntk), np.asarray(analytic.nngp)
+    eta_t = default_training_time(Th[:n, :n]) if eta_t is None else eta_t
+    ensemble = gd_mse_from_gram({"ntk": Th[:n, :n], "nngp": Kn[:n, :n]}, Y).predict(
+        {"ntk": Th[n:, :n], "nngp": Kn[n:, :n]}, {"nngp": Kn[n:, n:]}, t=eta_t, cov=True)
+    mu = ensemble.mean
+    var = np.maximum(np.diag(ensemble.cov), 0.0)
+    se = np.sqrt(var / samples)[:, None]
+    # RMS norm of the trained test outputs over initialisations: a seed-independent scale.
+    scale = math.sqrt(float(np.sum(mu**2)) + float(np.sum(var)) * Y.shape[1])
+    return Th, Kn, eta_t, mu, se, scale
 
 
 def _per_output(full, k):
