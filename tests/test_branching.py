@@ -207,15 +207,17 @@ def test_extreme_input_scales_through_branches():
 # ---------------------------------------------------------------- the contract and symmetries
 @st.composite
 def branched_architectures(draw):
-    """Random pre-activation ResNets and parallel blocks (sum or concat) over ReLU/Erf."""
+    """Random pre-activation ResNets, parallel blocks (sum or concat), LayerNorm and standard-
+    parameterisation layers over ReLU/Erf."""
     acts = [nk.ReLU(), nk.Erf()]
 
-    def dense():
-        return nk.Dense(w_std=draw(st.floats(0.3, 1.8)), b_std=draw(st.floats(0.0, 0.8)))
+    def dense(parameterization="ntk"):
+        return nk.Dense(w_std=draw(st.floats(0.3, 1.8)), b_std=draw(st.floats(0.0, 0.8)), width=16,
+                        parameterization=parameterization)
 
-    layers = [dense()]
+    layers = [dense(draw(st.sampled_from(["ntk", "standard"])))]
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["residual", "sum", "concat", "norm"]))
+        kind = draw(st.sampled_from(["residual", "sum", "concat", "norm", "standard"]))
         act = draw(st.sampled_from(acts))
         if kind == "residual":
             layers += list(nk.Residual(act, dense()).layers)
@@ -223,6 +225,8 @@ def branched_architectures(draw):
             layers += [nk.FanOut(3), nk.parallel(dense(), nk.serial(act, dense()), nk.Identity()), nk.FanInSum()]
         elif kind == "concat":
             layers += [nk.FanOut(2), nk.parallel(dense(), nk.serial(act, dense())), nk.FanInConcat(), dense()]
+        elif kind == "standard":
+            layers += [act, dense("standard")]
         else:
             layers += [nk.LayerNorm(eps=draw(st.floats(0.0, 0.5)))]
     layers += [draw(st.sampled_from(acts)), dense()]

@@ -130,7 +130,7 @@ def Residual(*block) -> Architecture:  # noqa: N802 - neural-tangents' name for 
     --------
     >>> import ntk_infinite as nk
     >>> nk.Residual(nk.ReLU(), nk.Dense(w_std=1.5)).to_text()
-    'FanOut(2) > [ReLU > Dense(w_std=1.5) | Identity] > FanInSum'
+    'FanOut > [ReLU > Dense(w_std=1.5) | Identity] > FanInSum'
     """
     if not block:
         raise ArchitectureError("Residual() needs the layers of its block, e.g. Residual(nk.ReLU(), nk.Dense()).")

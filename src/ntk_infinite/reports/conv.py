@@ -165,7 +165,8 @@ def _nt_env():
 
 
 # ----------------------------------------------------------------------------- children
-_COMMON = """
+#: Timing and peak-memory helpers of every benchmark child process (also used by reports.branches).
+TIMING_HELPERS = """
 import json, os, resource, sys, time
 import numpy as np
 
@@ -198,7 +199,9 @@ def _timed(call, block, repeats, budget):
     return k, {"seconds": best, "first_call": first, "repeats": done, "peak_mib": (peak - base) / 1024,
                "peak_source": "VmHWM" if reset else "ru_maxrss (includes the warm-up)",
                "load": os.getloadavg()[0]}
+"""
 
+_COMMON = TIMING_HELPERS + """
 readout, path, out_prefix = sys.argv[1], sys.argv[2], sys.argv[3]
 repeats, budget, depth = int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
 X = np.load(path)
