@@ -711,6 +711,22 @@ def _spatial_step(layer, K12, K11, K22, theta):
         _, w, b = layer
         new = [w * w * M + b * b for M in (K12, K11, K22)]
         return new[0], new[1], new[2], w * w * theta + new[0]
+    if kind == "conv_std":  # standard parameterisation, fan-in c_in·|k| (Sohl-Dickstein et al. 2020)
+        _, filt, strides, padding, w, b, c_in = layer
+        conv = lambda M: naive_conv_cov(M, filt, strides, padding)  # noqa: E731
+        new = [w * w * conv(M) + b * b for M in (K12, K11, K22)]
+        return new[0], new[1], new[2], w * w * conv(theta) + c_in * math.prod(filt) * conv(K12) + (b > 0)
+    if kind == "dense_std":
+        _, w, b, n_in = layer
+        new = [w * w * M + b * b for M in (K12, K11, K22)]
+        return new[0], new[1], new[2], w * w * theta + n_in * K12 + (b > 0)
+    if kind == "layernorm":  # per position pair: K[p, p'] / √((q(x)[p] + ε)(q(x')[p'] + ε))
+        eps = layer[1]
+        q1, q2 = _diag(K11), _diag(K22)
+        s12 = np.sqrt(np.multiply.outer(q1 + eps, q2 + eps))
+        s11 = np.sqrt(np.multiply.outer(q1 + eps, q1 + eps))
+        s22 = np.sqrt(np.multiply.outer(q2 + eps, q2 + eps))
+        return K12 / s12, K11 / s11, K22 / s22, theta / s12
     if kind in _SPATIAL_DUALS:
         q1, q2 = _diag(K11), _diag(K22)
         S12, Th = naive_activation_cov(kind, K12, q1, q2, theta)

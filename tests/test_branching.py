@@ -127,12 +127,14 @@ def test_nested_residual_in_fresh_branch_is_accepted():
     nk.compile("Dense > Residual(ReLU > Dense > Residual(ReLU > Dense)) > Dense")
 
 
-@pytest.mark.parametrize("layer", ["FanOut(2) > [Conv | Identity] > FanInSum", "LayerNorm",
-                                   "Conv(parameterization='standard')"])
-def test_convolutional_networks_refuse_what_they_do_not_evaluate(layer):
-    text = f"Conv(filter_shape=(3, 3), padding='SAME', channels=8) > {layer} > ReLU > Flatten > Dense"
-    with pytest.raises(nk.ArchitectureError, match=r"supported in dense networks only so far"):
+def test_convolutional_networks_refuse_branches():
+    text = "Conv(filter_shape=(3, 3), padding='SAME', channels=8) > FanOut(2) > [Conv | Identity] > FanInSum > ReLU > " \
+           "Flatten > Dense"
+    with pytest.raises(nk.ArchitectureError, match=r"branches \(FanOut/parallel/FanIn\*, Residual\) are supported in "
+                                                   r"dense networks only so far"):
         nk.compile(text)
+    with pytest.raises(nk.ArchitectureError, match=r"supported in dense networks only so far"):
+        nk.empirical.FiniteNetwork(text, (6, 6, 2), width=4)
 
 
 # ---------------------------------------------------------------- values

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 
 from .compiler.structure import layout_steps, validate
-from .describe.branching import FAN_INS, FanOut, LayerNorm
+from .describe.branching import FAN_INS, FanOut
 from .describe.spatial import AvgPool, Conv, SpatialLayer
 from .evaluate.engine import DEFAULT_TILE, Program, check_range, input_variances, pair_pass, point_pass
 from .evaluate.spatial import SpatialProgram, check_images
@@ -81,18 +81,14 @@ def _spatial_rank(arch) -> int:
 
 
 def check_spatial_support(arch) -> None:
-    """Branches, LayerNorm and standard parameterisation are evaluated for dense networks; the
-    convolutional pair pass has no state stack or per-position rescaling yet."""
-    for layer in arch.walk():
-        if (isinstance(layer, (FanOut, LayerNorm) + FAN_INS) or arch.branched
-                or getattr(layer, "parameterization", "ntk") == "standard"):
-            what = "A parallel block" if arch.branched else repr(layer)
-            raise ArchitectureError(
-                f"{what} in a convolutional network: branches "
-                "(FanOut/parallel/FanIn*, Residual), LayerNorm and standard parameterisation are supported in dense "
-                "networks only so far. Use a dense architecture (flatten the inputs), or NTK-parameterised Conv "
-                "layers without branches."
-            )
+    """Parallel branches are evaluated for dense networks only: the convolutional pair pass
+    has no state stack yet."""
+    if arch.branched or any(isinstance(layer, (FanOut,) + FAN_INS) for layer in arch.walk()):
+        raise ArchitectureError(
+            "A parallel block in a convolutional network: branches (FanOut/parallel/FanIn*, Residual) are "
+            "supported in dense networks only so far. Use a dense architecture (flatten the inputs), or a "
+            "convolutional network without branches (LayerNorm and standard parameterisation work there)."
+        )
 
 
 class CompiledKernel:

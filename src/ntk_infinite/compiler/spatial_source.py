@@ -4,7 +4,7 @@ Two drivers, one per layout (:mod:`ntk_infinite.evaluate._spatial_numerics`): ``
 (a (bi·P, bj·P) state per tile) and ``diag_tiles`` (a (P, bi, bj) state). Each runs, for a
 list of tiles of image pairs, Σ⁰ from the inputs, then every step (op codes: 0 Dense,
 −1 Conv and −3 Flatten (same-offset sums), −2 AvgPool or GlobalAvgPool (independent-offset sums),
-≥ 1 an activation's tile function), and stores Σ and Θ of the final dense state, mirroring
+−12 LayerNorm (Θ rescaled per image and position), ≥ 1 an activation's tile function), and stores Σ and Θ of the final dense state, mirroring
 off-diagonal tiles in the symmetric case. Tables are padded to the widest step; step l reads its
 first ``kdiv[l]`` columns (its divisor is its number of offsets). Only the activation dispatch is generated; the
 position maps are ordinary jitted functions.
@@ -18,7 +18,7 @@ __all__ = ["build_spatial_source"]
 
 _PRELUDE = '''
 from ntk_infinite.evaluate._spatial_numerics import (init_full, init_diag, conv_full, conv_diag, pool_full, work_view,
-                                                    FULL_SLOTS)
+                                                    FULL_SLOTS, norm_full, norm_diag)
 '''
 
 _FULL = '''
@@ -47,7 +47,15 @@ def full_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
         for l in range(L):
             op = ops[l]
             if op == 0:
-                affine_tile(rho, sn2, t, I0, J0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], wb[l, 0], wb[l, 1], want_ntk)
+                if wb[l, 2] != 0.0:
+                    affine_standard_tile(rho, sn2, t, I0, J0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], wb[l, 0],
+                                         wb[l, 1], wb[l, 2], wb[l, 3], want_ntk)
+                else:
+                    affine_tile(rho, sn2, t, I0, J0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], wb[l, 0], wb[l, 1],
+                                want_ntk)
+            elif op == OP_NORM:
+                if want_ntk:
+                    norm_full(t, PP1[l, 0], PP2[l, 0], I0, J0, bi, bj, P)
             elif op < 0:
                 Po = pout[l]
                 tab = tabs[l, :Po, :int(kdiv[l])]
@@ -57,7 +65,7 @@ def full_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
                 nt = work_view(W, cur + 2, bi * Po, bj * Po) if want_ntk else dummy
                 if op != -2:
                     conv_full(rho, sn2, t, nr, ns, nt, W, tab, kdiv[l], P, Po, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1],
-                              I0, J0, bi, bj, wb[l, 0], wb[l, 1], op == -1, want_ntk,
+                              I0, J0, bi, bj, wb[l, 0], wb[l, 1], wb[l, 2], wb[l, 3], want_ntk,
                               AXM[l], AXT[l], AXR[l], AXN[l], GRID[l])
                 else:
                     pool_full(rho, sn2, t, nr, ns, nt, tab, kdiv[l], P, Po, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1],
@@ -109,8 +117,15 @@ def diag_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
         for l in range(L):
             op = ops[l]
             if op == 0:
-                affine_tile(rho[0], sn2[0], t[0], I0, J0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], wb[l, 0], wb[l, 1],
-                            want_ntk)
+                if wb[l, 2] != 0.0:
+                    affine_standard_tile(rho[0], sn2[0], t[0], I0, J0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1],
+                                         wb[l, 0], wb[l, 1], wb[l, 2], wb[l, 3], want_ntk)
+                else:
+                    affine_tile(rho[0], sn2[0], t[0], I0, J0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], wb[l, 0],
+                                wb[l, 1], want_ntk)
+            elif op == OP_NORM:
+                if want_ntk:
+                    norm_diag(t, PP1[l, 0], PP2[l, 0], n1, n2, I0, J0, bi, bj, P)
             elif op < 0:
                 Po = pout[l]
                 cur = 3 - cur
@@ -119,8 +134,8 @@ def diag_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
                 ns = W[cur + 1, :m].reshape((Po, bi, bj))
                 nt = W[cur + 2, :m].reshape((Po, bi, bj)) if want_ntk else dummy
                 conv_diag(rho, sn2, t, nr, ns, nt, W[6, :P * bi * bj].reshape((P, bi * bj)), tabs[l, :Po, :int(kdiv[l])], kdiv[l],
-                          n1, n2, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], I0, J0, bi, bj, wb[l, 0], wb[l, 1], op == -1,
-                          want_ntk)
+                          n1, n2, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], I0, J0, bi, bj, wb[l, 0], wb[l, 1], wb[l, 2],
+                          wb[l, 3], want_ntk)
                 rho = nr
                 sn2 = ns
                 t = nt

@@ -22,9 +22,9 @@ import numba as nb
 import numpy as np
 
 from ..compiler.duals.base import Dual
-from ..compiler.steps import OP_SAME_OFFSET
+from ..compiler.steps import LayerNormStep
 from ._numerics import JIT_OPTIONS
-from ._spatial_numerics import FULL_SLOTS, conv_full, init_full, pool_full, work_view
+from ._spatial_numerics import FULL_SLOTS, conv_full, init_full, norm_full, pool_full, work_view
 
 __all__ = ["SelfBlocks"]
 
@@ -122,12 +122,16 @@ class SelfBlocks:
                 pp = data[l] if data[l] is not None else self.dummy  # contiguous (point pass)
                 fn(rho, sn2, t, i * Pi, i * Pi, sq[l], sq[l], sq[l + 1], sq[l + 1], pp, pp, params[l], want_ntk)
                 continue
+            if isinstance(step, LayerNormStep):
+                if want_ntk:
+                    norm_full(t, data[l][0], data[l][0], i, i, 1, 1, Pi)
+                continue
             Po = int(plan.pout[l])
             nr, ns = np.empty((Po, Po)), np.empty((Po, Po))
             nt = np.empty((Po, Po)) if want_ntk else self.dummy
             AXM, AXT, AXR, AXN, GRID = plan.axes
             conv_full(rho, sn2, t, nr, ns, nt, W, m.table, m.divisor, Pi, Po, sq[l], sq[l], sq[l + 1],
-                      sq[l + 1], i, i, 1, 1, step.w2, step.b2, m.op == OP_SAME_OFFSET,
+                      sq[l + 1], i, i, 1, 1, plan.wb[l, 0], plan.wb[l, 1], plan.wb[l, 2], plan.wb[l, 3],
                       want_ntk, AXM[l], AXT[l], AXR[l], AXN[l], GRID[l])
             rho, sn2, t = nr, ns, nt
         return rho, sn2, t

@@ -46,7 +46,8 @@ import numpy as np
 
 from ._numerics import JIT_INLINE, JIT_OPTIONS, one_minus_rho, one_plus_rho, reciprocal
 
-__all__ = ["init_full", "init_diag", "conv_full", "conv_diag", "pool_full", "affine_tile_diag"]
+__all__ = ["init_full", "init_diag", "conv_full", "conv_diag", "pool_full", "affine_tile_diag", "norm_full",
+           "norm_diag"]
 
 #: Summed determinants below this fraction of q̃₁q̃₂ get the Lagrange term from its sum of squares.
 NEAR_COLLINEAR = 1e-3
@@ -152,15 +153,16 @@ def _same_offset_entry(rho, sn2, t, ra, cb, ta, tb, K, sqa, sqb, ia0, jb0, want_
 
 
 @nb.njit(**JIT_INLINE)
-def _affine_normalise(sc, det, delta, st, k, w2, b2, inv_a, inv_b, affine):
+def _affine_normalise(sc, det, delta, st, k, w2, b2, inv_a, inv_b, ta, tb):
     """(ρ', sin²θ', Θ') of an output entry from the offset sums (see the module docstring);
-    ``affine``: a Conv (Θ gains the new Σ), not a Flatten (Θ is only averaged)."""
+    Θ' = w²·mean(Θ) + ta·mean(c) + tb: (ta, tb) = (w², b²) for a Conv (Θ gains the new Σ),
+    (C_in|k|, [σb > 0]) for a Conv in standard parameterisation, (0, 0) for a Flatten."""
     ik = 1.0 / k
     c_new = w2 * (sc * ik) + b2
     rho_new = min(max((c_new * inv_a) * inv_b, -1.0), 1.0)
     d_new = (w2 * w2) * (det * ik * ik) + (w2 * b2) * (delta * ik)
     sn2_new = min(((d_new * inv_a) * inv_b) * (inv_a * inv_b), 1.0)
-    return rho_new, sn2_new, w2 * (st * ik) + (c_new if affine else 0.0)
+    return rho_new, sn2_new, w2 * (st * ik) + ta * (sc * ik) + tb
 
 
 @nb.njit(**JIT_INLINE)
@@ -175,7 +177,7 @@ FULL_SLOTS = 10
 
 
 @nb.njit(nogil=True, **JIT_OPTIONS)
-def conv_full(rho, sn2, t, nr, ns, nt, W, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, w2, b2, affine,
+def conv_full(rho, sn2, t, nr, ns, nt, W, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, w2, b2, ta, tb,
               want_ntk, meta, axtab, runs, nruns, grid):
     """Same-offset sum on a full tile (bi·Pi, bj·Pi) -> (bi·Po, bj·Po) into (nr, ns, nt),
     per-point arrays image-major. The covariances c = ρ√q₁√q₂ and Θ are summed axis by axis
@@ -218,7 +220,7 @@ def conv_full(rho, sn2, t, nr, ns, nt, W, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o
             src_t = dst_t
         shape[d] = m_out
     normalise_full(rho, sn2, t, nr, nt, ns, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj,
-                   w2, b2, affine, want_ntk)
+                   w2, b2, ta, tb, want_ntk)
 
 
 @nb.njit(**JIT_OPTIONS)
@@ -286,7 +288,7 @@ def _summed_variances(sq, base, P, tab, out, count):
 
 @nb.njit(**JIT_OPTIONS)
 def normalise_full(rho, sn2, t, sc, st, out_s, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj,
-                   w2, b2, affine, want_ntk):
+                   w2, b2, ta, tb, want_ntk):
     """(ρ', sin²θ', Θ') from the offset sums sc = Σ c, st = Σ Θ (overwritten by ρ' and Θ';
     sin²θ' into ``out_s``). sin²θ' from the Gram determinant q̃₁q̃₂ − c̃² where it is at least
     NEAR_COLLINEAR of q̃₁q̃₂ (a relative error ~1e-13); nearly collinear entries are redone from
@@ -301,7 +303,6 @@ def normalise_full(rho, sn2, t, sc, st, out_s, tab, k, Pi, Po, sqa, sqb, sqa_o, 
         invb[col] = reciprocal(sqb_o[J0 * Po + col])
     gap = np.empty(bj * Po)
     ik = 1.0 / k
-    tadd = 1.0 if affine else 0.0
     for r in range(bi * Po):
         q1 = qa[r]
         ia = reciprocal(sqa_o[I0 * Po + r])
@@ -310,7 +311,7 @@ def normalise_full(rho, sn2, t, sc, st, out_s, tab, k, Pi, Po, sqa, sqb, sqa_o, 
         trow = st[r] if want_ntk else st[0]
         if want_ntk:
             for col in range(bj * Po):
-                trow[col] = w2 * (trow[col] * ik) + tadd * (w2 * (crow[col] * ik) + b2)
+                trow[col] = w2 * (trow[col] * ik) + ta * (crow[col] * ik) + tb
         for col in range(bj * Po):
             q2 = qb[col]
             s = crow[col]
@@ -329,7 +330,7 @@ def normalise_full(rho, sn2, t, sc, st, out_s, tab, k, Pi, Po, sqa, sqb, sqa_o, 
                 v = col - b * Po
                 e_sc, e_det, e_delta, e_st = _same_offset_entry(
                     rho, sn2, t, a * Pi, b * Pi, tab[u], tab[v], K, sqa, sqb, (I0 + a) * Pi, (J0 + b) * Pi, want_ntk)
-                r_, s_, t_ = _affine_normalise(e_sc, e_det, e_delta, e_st, k, w2, b2, ia, invb[col], affine)
+                r_, s_, t_ = _affine_normalise(e_sc, e_det, e_delta, e_st, k, w2, b2, ia, invb[col], ta, tb)
                 crow[col] = r_
                 srow[col] = s_
                 if want_ntk:
@@ -337,7 +338,7 @@ def normalise_full(rho, sn2, t, sc, st, out_s, tab, k, Pi, Po, sqa, sqb, sqa_o, 
 
 
 @nb.njit(**JIT_OPTIONS)
-def conv_diag(rho, sn2, t, nr, ns, nt, c, tab, k, n1, n2, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, w2, b2, affine,
+def conv_diag(rho, sn2, t, nr, ns, nt, c, tab, k, n1, n2, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, w2, b2, ta, tb,
               want_ntk):
     """Same-offset sum on a diagonal tile (Pi, bi, bj) -> (Po, bi, bj) into (nr, ns, nt), per-point
     arrays position-major; ``c`` a (Pi, bi·bj) work array. Only same-position entries are read,
@@ -368,7 +369,6 @@ def conv_diag(rho, sn2, t, nr, ns, nt, c, tab, k, n1, n2, sqa, sqb, sqa_o, sqb_o
     ib = np.empty(bj)
     gap = np.empty(m)
     ik = 1.0 / k
-    tadd = 1.0 if affine else 0.0
     for u in range(Po):
         for a in range(bi):
             qa[a] = _summed_diag(sqa, tab[u], n1, I0 + a)
@@ -381,7 +381,7 @@ def conv_diag(rho, sn2, t, nr, ns, nt, c, tab, k, n1, n2, sqa, sqb, sqa_o, sqb_o
         if want_ntk:
             trow = ot[u]
             for x in range(m):
-                trow[x] = w2 * (trow[x] * ik) + tadd * (w2 * (crow[x] * ik) + b2)
+                trow[x] = w2 * (trow[x] * ik) + ta * (crow[x] * ik) + tb
         for a in range(bi):
             q1 = qa[a]
             iaa = ia[a]
@@ -403,7 +403,7 @@ def conv_diag(rho, sn2, t, nr, ns, nt, c, tab, k, n1, n2, sqa, sqb, sqa_o, sqb_o
                 b = x - a * bj
                 e_sc, e_det, e_delta, e_st = _same_offset_entry_diag(rho, sn2, t, tab[u], n1, n2, sqa, sqb,
                                                                      I0 + a, J0 + b, a, b, want_ntk)
-                r_, s_, t_ = _affine_normalise(e_sc, e_det, e_delta, e_st, k, w2, b2, ia[a], ib[b], affine)
+                r_, s_, t_ = _affine_normalise(e_sc, e_det, e_delta, e_st, k, w2, b2, ia[a], ib[b], ta, tb)
                 crow[x] = r_
                 srow[x] = s_
                 if want_ntk:
@@ -504,3 +504,27 @@ def pool_full(rho, sn2, t, out_r, out_s, out_t, tab, k, Pi, Po, sqa, sqb, sqa_o,
                         out_s[a * Po + u, b * Po + v] = 0.0
                     if want_ntk:
                         out_t[a * Po + u, b * Po + v] = acct * ik2
+
+
+@nb.njit(nogil=True, **JIT_OPTIONS)
+def norm_full(t, fa, fb, I0, J0, bi, bj, P):
+    """LayerNorm on a full tile: Θ[(a, p), (b, p')] *= f_a[p] f_b[p'], f = 1/√(q + ε) per image
+    and position (image-major); the correlations do not change."""
+    fbb = fb[J0 * P:J0 * P + bj * P]
+    for r in range(bi * P):
+        g = fa[I0 * P + r]
+        row = t[r]
+        for col in range(bj * P):
+            row[col] = (row[col] * g) * fbb[col]
+
+
+@nb.njit(nogil=True, **JIT_OPTIONS)
+def norm_diag(t, fa, fb, n1, n2, I0, J0, bi, bj, P):
+    """LayerNorm on a diagonal tile (P, bi, bj): Θ[p, a, b] *= f_a[p] f_b[p] (position-major)."""
+    for p in range(P):
+        fbb = fb[p * n2 + J0:p * n2 + J0 + bj]
+        for a in range(bi):
+            g = fa[p * n1 + I0 + a]
+            row = t[p, a]
+            for b in range(bj):
+                row[b] = (row[b] * g) * fbb[b]

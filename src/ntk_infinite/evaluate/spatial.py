@@ -32,7 +32,8 @@ from ..compiler.codegen import load_module
 from ..compiler.duals.base import Dual
 from ..compiler.engine_source import _HEADER
 from ..compiler.spatial_source import build_spatial_source
-from ..compiler.steps import OP_DENSE, OP_INDEPENDENT, OP_SAME_OFFSET, Affine
+from ..compiler.steps import (FAN_IN_DATA, OP_DENSE, OP_FLATTEN, OP_INDEPENDENT, OP_SAME_OFFSET, Affine,
+                              LayerNormStep)
 from ..errors import InputError, KernelOverflowError
 from ._self_blocks import SelfBlocks
 from .engine import _tiles, run_tile_chunks
@@ -41,6 +42,8 @@ __all__ = ["SpatialProgram", "choose_layout"]
 
 #: Per-thread tile state budget (floats): 3 arrays of state stay within ~24 MiB.
 _TILE_BUDGET = 1 << 20
+#: Op code of LayerNorm in the spatial drivers (compiler/engine_source.py's OP_NORM).
+OP_NORM = -12
 #: Largest variance a spatial program carries (its products of two variances stay finite).
 _MAX_VARIANCE = 1e150
 
@@ -114,42 +117,58 @@ class SpatialProgram:
         return self._module
 
     # ------------------------------------------------------------------ plans
-    def plan(self, shape: tuple) -> _Plan:
-        """Position maps for inputs of spatial shape ``shape`` (cached per shape)."""
-        plan = self._plans.get(shape)
+    def plan(self, shape: tuple, channels: int | None = None) -> _Plan:
+        """Position maps for inputs of spatial shape ``shape`` with ``channels`` channels (the
+        fan-in of a first Conv in standard parameterisation), cached per (shape, channels)."""
+        key = (shape, channels if self._reads_channels else None)
+        plan = self._plans.get(key)
         if plan is None:
-            plan = self._make_plan(shape)
+            plan = self._make_plan(shape, channels)
             with self._lock:
-                self._plans[shape] = plan
+                self._plans[key] = plan
         return plan
 
-    def _make_plan(self, shape):
+    @property
+    def _reads_channels(self) -> bool:
+        return any(getattr(step, "fan_in", 0) == FAN_IN_DATA for step in self.steps)
+
+    def _make_plan(self, shape, channels=None):
         L = len(self.steps)
         shapes, maps = [shape], []
         pin = np.zeros(L, dtype=np.int64)
         pout = np.zeros(L, dtype=np.int64)
         kdiv = np.ones(L)
         ops = np.zeros(L, dtype=np.int64)
-        wb = np.zeros((L, 2))
+        # Per step (w², b², then Θ's gain from Σ_in and its constant: ta·mean(Σ_in) + tb).
+        wb = np.zeros((L, 4))
+        flattened = 1  # positions a Flatten turned into features (a Dense after it has P·C inputs)
         for l, step in enumerate(self.steps):
             cur = shapes[-1]
             pin[l] = math.prod(cur)
+            new = cur
+            maps.append(None)
             if isinstance(step, Dual):
                 ops[l] = self._codes[step.key]
-                maps.append(None)
-                new = cur
+            elif isinstance(step, LayerNormStep):
+                ops[l] = OP_NORM
             elif isinstance(step, Affine):
                 ops[l] = OP_DENSE
-                wb[l] = step.w2, step.b2
-                maps.append(None)
-                new = cur
+                gw, gb = step.ntk_terms(channels or 0) if step.standard else (0.0, 0.0)
+                if step.standard and gw <= 0.0:
+                    raise InputError(f"{step.layer!r} uses standard parameterisation on the data, but the evaluation "
+                                     "was not given the number of input channels; call the compiled kernel on images.")
+                wb[l] = step.w2, step.b2, gw * flattened, gb
+                flattened = 1
             else:
                 pm = step.plan(cur)
                 ops[l] = pm.op
-                wb[l] = step.w2, step.b2
+                wb[l, :2] = step.w2, step.b2
+                wb[l, 2:] = _theta_gains(step, pm, channels)
                 kdiv[l] = pm.divisor
-                maps.append(pm)
+                maps[l] = pm
                 new = pm.out_shape
+                if pm.op == OP_FLATTEN:
+                    flattened = math.prod(cur)
             pout[l] = math.prod(new)
             shapes.append(new)
         kmax = max([m.table.shape[1] for m in maps if m is not None], default=1)
@@ -170,7 +189,7 @@ class SpatialProgram:
         """Per-point quantities of images X (n, P, C) of spatial shape ``shape``: returns a dict with ``q`` (list of
         (n, P_l) variances before each step and after the last), ``td`` (NTK diagonal per
         layer), ``data``/``params`` per step, ``error_estimate``."""
-        plan = self.plan(shape)
+        plan = self.plan(shape, X.shape[2])
         n = X.shape[0]
         q = np.einsum("npc,npc->np", X, X) / X.shape[2]
         td = np.zeros_like(q)
@@ -190,17 +209,22 @@ class SpatialProgram:
                 data.append(None if res.data is None else np.ascontiguousarray(res.data, dtype=np.float64))
                 params.append(np.asarray(step.params if res.params is None else res.params, dtype=np.float64))
                 err = max(err, float(res.error_estimate))
+            elif isinstance(step, LayerNormStep):
+                q, td, factor = _layer_norm_point(step, q, td)
+                data.append(factor)
+                params.append(np.zeros(0))
             else:
+                w2, b2, ta, tb = plan.wb[l]
                 if m is None:  # Dense after the readout
-                    q = step.w2 * q + step.b2
-                    td = step.w2 * td + q
+                    q_new = w2 * q + b2
+                    td = w2 * td + (q_new if ta == 0.0 else ta * q + tb)
+                    q = q_new
                 elif m.op == OP_INDEPENDENT:
                     q, td = blocks.pool(l, qs, tds, data, params, keep=l != pools[-1])
-                else:
-                    add = 1.0 if m.op == OP_SAME_OFFSET else 0.0  # Conv adds Σ to Θ, Flatten only averages
-                    q_new = step.w2 * _conv_vector(q, m) + step.b2
-                    td = step.w2 * _conv_vector(td, m) + add * q_new
-                    q = q_new
+                else:  # Θ' = w²·mean(Θ) + ta·mean(Σ) + tb (see _theta_gains)
+                    mean_q = _conv_vector(q, m)
+                    td = w2 * _conv_vector(td, m) + ta * mean_q + tb
+                    q = w2 * mean_q + b2
                 data.append(None)
                 params.append(np.zeros(0))
             if not np.all(q <= _MAX_VARIANCE):
@@ -269,6 +293,34 @@ class SpatialProgram:
         F = np.ascontiguousarray(X.reshape(X.shape[0], -1, X.shape[-1]))
         pts = self.point_pass(F, X.shape[1:-1], want_ntk)
         return pts["q"][-1][:, 0], pts["td"][-1][:, 0], pts["error_estimate"]
+
+
+def _layer_norm_point(step, q, td):
+    """LayerNorm on per-position variances q (n, P): (q/(q + ε), td/(q + ε), the factors
+    1/√(q + ε) as one data row (image-major) for the pair pass)."""
+    denom = q + step.eps
+    if np.any(denom == 0.0):
+        raise InputError(
+            f"{step.layer!r} normalises a position whose variance is exactly 0 with eps = 0: x/|x| has no limit at "
+            "x = 0. Give LayerNorm a positive eps (neural-tangents' default is 1e-12), or remove the zero inputs."
+        )
+    inv = 1.0 / denom
+    return q * inv, td * inv, np.ascontiguousarray(np.sqrt(inv).reshape(1, -1))
+
+
+def _theta_gains(step, pm, channels):
+    """(ta, tb) of a window step: Θ' = w²·mean(Θ) + ta·mean(Σ_in) + tb. A Conv in NTK
+    parameterisation gains its new Σ, (w², b²); in standard parameterisation (C_in|k|, [σb > 0])
+    (neural-tangents' ``parameterization="standard"``); pooling and readouts only average."""
+    if pm.op != OP_SAME_OFFSET:
+        return 0.0, 0.0
+    if not getattr(step, "fan_in", 0):
+        return step.w2, step.b2
+    c_in = channels if step.fan_in == FAN_IN_DATA else step.fan_in
+    if not c_in:
+        raise InputError(f"{step.layer!r} uses standard parameterisation on the data, but the evaluation was not given "
+                         "the number of input channels; call the compiled kernel on the images.")
+    return float(c_in) * pm.divisor, (1.0 if step.b2 > 0.0 else 0.0)
 
 
 def _runs(table):

@@ -201,7 +201,13 @@ class ConvOp(_SpatialOp):
         self.out_shape = (*self.geom.out, c_out)
         self.w_std, self.b_std = layer.w_std, layer.b_std
         self.fan_in = self.c_in * self.geom.size
-        self.scale = self.w_std / math.sqrt(self.fan_in)
+        if getattr(layer, "parameterization", "ntk") == "standard":
+            # The weights themselves are trained, W ~ N(0, σw²/(C_in|k|)), b ~ N(0, σb²); b_std = 0: no bias.
+            self.scale, self.bias_scale = 1.0, (1.0 if self.b_std > 0 else 0.0)
+            self.init_scales = (self.w_std / math.sqrt(self.fan_in), self.b_std)
+        else:
+            self.scale, self.bias_scale = self.w_std / math.sqrt(self.fan_in), self.b_std
+            self.init_scales = (1.0, 1.0)
         self.w_shape = (*self.geom.window, self.c_in, c_out)
         self.w_slice = slice(offset, offset + self.fan_in * c_out)
         self.b_slice = slice(self.w_slice.stop, self.w_slice.stop + c_out)
@@ -228,8 +234,8 @@ class ConvOp(_SpatialOp):
     def forward(self, theta, h):
         z = self._conv(h, self._matrix(theta))
         z *= self.scale
-        if self.b_std:
-            z += self.b_std * theta[self.b_slice]
+        if self.bias_scale:
+            z += self.bias_scale * theta[self.b_slice]
         return z
 
     def backward(self, theta, h, delta):
@@ -246,8 +252,8 @@ class ConvOp(_SpatialOp):
         z = self.forward(theta, h)
         dz = self.scale * (self._conv(h, v[self.w_slice].reshape(self.fan_in, self.c_out))
                            + self._conv(dh, self._matrix(theta)))
-        if self.b_std:
-            dz += self.b_std * v[self.b_slice]
+        if self.bias_scale:
+            dz += self.bias_scale * v[self.b_slice]
         return z, dz
 
     def grad(self, h, delta, out):
@@ -261,7 +267,7 @@ class ConvOp(_SpatialOp):
                 np.matmul(cols.T, ds, out=gW)
             else:
                 gW += cols.T @ ds
-        out[self.b_slice] = self.b_std * d.sum(axis=(0, 1))
+        out[self.b_slice] = self.bias_scale * d.sum(axis=(0, 1))
 
     def _weight_grads(self, h, delta, out=None):
         """Per-sample weight gradients (n, k, fan_in·C_out): scale Σ_p patch[p, o, c] δ_a[p, d]."""
@@ -280,7 +286,7 @@ class ConvOp(_SpatialOp):
         """Fill this layer's columns of J (n, k, P): ∂f_a/∂W[o, c, d] = scale Σ_p patch[p, o, c] δ_a[p, d]."""
         n, k = delta.shape[:2]
         J[:, :, self.w_slice] = self._weight_grads(h, delta)
-        J[:, :, self.b_slice] = self.b_std * delta.reshape(n, k, self._p_out, self.c_out).sum(axis=2)
+        J[:, :, self.b_slice] = self.bias_scale * delta.reshape(n, k, self._p_out, self.c_out).sum(axis=2)
 
     def _gradient_route(self, n1, n2, k) -> bool:
         """Contract by per-sample weight gradients (G Gᵀ) rather than position-pair Grams when that
@@ -304,10 +310,10 @@ class ConvOp(_SpatialOp):
             G1 = self._weight_grads(h1, d1).reshape(n1 * k, -1)
             G2 = G1 if d2 is d1 else self._weight_grads(h2, d2).reshape(n2 * k, -1)
             out = G1 @ G2.T
-            if self.b_std:
+            if self.bias_scale:
                 s1 = d1.reshape(n1 * k, P, self.c_out).sum(axis=1)
                 s2 = d2.reshape(n2 * k, P, self.c_out).sum(axis=1)
-                out += self.b_std**2 * (s1 @ s2.T)
+                out += self.bias_scale**2 * (s1 @ s2.T)
             return out
         return self._ntk_by_grams(h1, d1, h2, d2)
 
@@ -329,7 +335,7 @@ class ConvOp(_SpatialOp):
                 H = (hp1[I:I + bi].reshape(bi * Pp, -1) @ hp2[J0:J0 + bj].reshape(bj * Pp, -1).T)
                 A = g.same_offset_sum(H.reshape(bi, *g.padded, bj, *g.padded)).reshape(bi, P, bj, P)
                 A *= self.scale**2
-                A += self.b_std**2
+                A += self.bias_scale**2
                 D = (e1[I:I + bi].reshape(bi * k * P, -1) @ e2[J0:J0 + bj].reshape(bj * k * P, -1).T)
                 out[I:I + bi, :, J0:J0 + bj, :] = np.einsum("ipjq,iapjbq->iajb", A, D.reshape(bi, k, P, bj, k, P))
         return out.reshape(n1 * k, n2 * k)
