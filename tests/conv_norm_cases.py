@@ -82,3 +82,32 @@ def naive_spec(name, input_shape):
         else:
             out.append(item)
     return out
+
+
+#: Convolutional networks with parallel branches: the nk text and the naive reference's items.
+BRANCH_CASES = {
+    "resnet-gap": (
+        "Conv(filter_shape=(3, 2), padding='SAME', w_std=1.5, b_std=0.1) > "
+        "2*(Residual(ReLU > Conv(filter_shape=(3, 3), padding='SAME', w_std=1.3, b_std=0.05) > ReLU > "
+        "Conv(filter_shape=(1, 2), padding='SAME', w_std=1.2))) > ReLU > GlobalAvgPool > Dense(1.2, 0.1)",
+        [("conv", (3, 2), (1, 1), "SAME", 1.5, 0.1)]
+        + 2 * [("fork_sum", [[("relu",), ("conv", (3, 3), (1, 1), "SAME", 1.3, 0.05), ("relu",),
+                              ("conv", (1, 2), (1, 1), "SAME", 1.2, 0.0)], []])]
+        + [("relu",), ("gap",), ("dense", 1.2, 0.1)]),
+    "resnet-layernorm-flatten": (
+        "Conv(filter_shape=(3, 2), padding='SAME', w_std=1.5, b_std=0.1) > "
+        "Residual(LayerNorm > ReLU > Conv(filter_shape=(3, 3), padding='SAME', w_std=1.3, b_std=0.05)) > ReLU > "
+        "Flatten > Dense(1.2, 0.1)",
+        [("conv", (3, 2), (1, 1), "SAME", 1.5, 0.1),
+         ("fork_sum", [[("layernorm", 1e-12), ("relu",), ("conv", (3, 3), (1, 1), "SAME", 1.3, 0.05)], []]),
+         ("relu",), ("flatten",), ("dense", 1.2, 0.1)]),
+    "strided-concat-gap": (
+        "Conv(filter_shape=(2, 2), padding='SAME', w_std=1.5, b_std=0.1, channels=4) > FanOut(2) > "
+        "[Conv(filter_shape=(3, 3), strides=(2, 2), padding='SAME', w_std=1.1, channels=4) | "
+        "ReLU > Conv(filter_shape=(1, 1), strides=(2, 2), padding='SAME', w_std=1.4, b_std=0.2, channels=12)] > "
+        "FanInConcat > Conv(filter_shape=(2, 2), padding='SAME', w_std=1.2) > ReLU > GlobalAvgPool > Dense",
+        [("conv", (2, 2), (1, 1), "SAME", 1.5, 0.1),
+         ("fork_concat", [[("conv", (3, 3), (2, 2), "SAME", 1.1, 0.0)],
+                          [("relu",), ("conv", (1, 1), (2, 2), "SAME", 1.4, 0.2)]], [0.25, 0.75]),
+         ("conv", (2, 2), (1, 1), "SAME", 1.2, 0.0), ("relu",), ("gap",), ("dense", 1.0, 0.0)]),
+}

@@ -727,6 +727,15 @@ def _spatial_step(layer, K12, K11, K22, theta):
         s11 = np.sqrt(np.multiply.outer(q1 + eps, q1 + eps))
         s22 = np.sqrt(np.multiply.outer(q2 + eps, q2 + eps))
         return K12 / s12, K11 / s11, K22 / s22, theta / s12
+    if kind in ("fork_sum", "fork_concat"):  # ("fork_sum", [branch items, ...]) or ("fork_concat", branches, weights)
+        ends = []
+        for branch in layer[1]:
+            state = (K12, K11, K22, theta)
+            for item in branch:
+                state = _spatial_step(tuple(item), *state)
+            ends.append(state)
+        weights = layer[2] if kind == "fork_concat" else [1.0] * len(ends)
+        return tuple(sum(w * end[j] for w, end in zip(weights, ends)) for j in range(4))
     if kind in _SPATIAL_DUALS:
         q1, q2 = _diag(K11), _diag(K22)
         S12, Th = naive_activation_cov(kind, K12, q1, q2, theta)

@@ -7,16 +7,15 @@ import pickle
 import numpy as np
 
 from .compiler.structure import layout_steps, validate
-from .describe.branching import FAN_INS, FanOut
 from .describe.spatial import AvgPool, Conv, SpatialLayer
 from .evaluate.engine import DEFAULT_TILE, Program, check_range, input_variances, pair_pass, point_pass
 from .evaluate.spatial import SpatialProgram, check_images
-from .errors import ArchitectureError, InputError, NotPicklableError, as_input_array, check_param
+from .errors import InputError, NotPicklableError, as_input_array, check_param
 from .describe.layers import Architecture, Layer, serial
 from .results import KernelDiag, Kernels, parse_get
 from .describe.textform import parse_architecture
 
-__all__ = ["compile", "CompiledKernel", "as_architecture", "check_spatial_support"]
+__all__ = ["compile", "CompiledKernel", "as_architecture"]
 
 
 def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - the public name is fixed
@@ -48,8 +47,6 @@ def compile(arch, *, tol: float = 1e-10) -> "CompiledKernel":  # noqa: A001 - th
     arch = as_architecture(arch)
     steps = layout_steps(arch, tol)
     n_spatial = _spatial_rank(arch)
-    if n_spatial:
-        check_spatial_support(arch)
     program = SpatialProgram(steps, n_spatial) if n_spatial else Program(steps)
     return CompiledKernel(arch, program, tol)
 
@@ -78,17 +75,6 @@ def _spatial_rank(arch) -> int:
         if isinstance(layer, (Conv, AvgPool)):
             return layer.ndim
     return 1 if any(isinstance(layer, SpatialLayer) for layer in arch.walk()) else 0
-
-
-def check_spatial_support(arch) -> None:
-    """Parallel branches are evaluated for dense networks only: the convolutional pair pass
-    has no state stack yet."""
-    if arch.branched or any(isinstance(layer, (FanOut,) + FAN_INS) for layer in arch.walk()):
-        raise ArchitectureError(
-            "A parallel block in a convolutional network: branches (FanOut/parallel/FanIn*, Residual) are "
-            "supported in dense networks only so far. Use a dense architecture (flatten the inputs), or a "
-            "convolutional network without branches (LayerNorm and standard parameterisation work there)."
-        )
 
 
 class CompiledKernel:

@@ -148,31 +148,21 @@ def affine_standard_tile(rho, sn2, t, i0, j0, sqa, sqb, sqa_out, sqb_out, w2, b2
 
 
 @nb.njit(**JIT_INLINE)
-def copy_state(dst, rho, sn2, t, want_ntk):
-    """dst[0], dst[1], dst[2] = rho, sn2, t (a fork's input, or the running sum of a join)."""
+def copy_state(dr, ds, dt, rho, sn2, t, want_ntk):
+    """(dr, ds, dt) = (rho, sn2, t): a fork's input kept, or a saved state restored."""
     bi, bj = rho.shape
     for a in range(bi):
         for b in range(bj):
-            dst[0, a, b] = rho[a, b]
-            dst[1, a, b] = sn2[a, b]
+            dr[a, b] = rho[a, b]
+            ds[a, b] = sn2[a, b]
             if want_ntk:
-                dst[2, a, b] = t[a, b]
+                dt[a, b] = t[a, b]
 
 
 @nb.njit(**JIT_INLINE)
-def restore_state(src, rho, sn2, t, want_ntk):
-    bi, bj = rho.shape
-    for a in range(bi):
-        for b in range(bj):
-            rho[a, b] = src[0, a, b]
-            sn2[a, b] = src[1, a, b]
-            if want_ntk:
-                t[a, b] = src[2, a, b]
-
-
-@nb.njit(**JIT_INLINE)
-def join_tile(rho, sn2, t, acc, i0, j0, sqa, sqb, accA, accB, f2, first, want_ntk):
-    """Add one branch (variances scaled by f2 into the sum's units) to the running sum ``acc``.
+def join_tile(rho, sn2, t, ar, asn, at, i0, j0, sqa, sqb, accA, accB, f2, first, want_ntk):
+    """Add one branch (variances scaled by f2 into the sum's units) to the running sum
+    (ar, asn, at) = (ρ, sin²θ, Θ) of the sum so far.
 
     With the sum's √Q before (A, B; rows 0 of accA/accB) and after (A', B'; rows 1) and the
     branch's √q scaled (a, b): c' = AB ρ_acc + ab ρ, and the Gram determinant of the sum,
@@ -190,20 +180,20 @@ def join_tile(rho, sn2, t, acc, i0, j0, sqa, sqb, accA, accB, f2, first, want_nt
             jb = j0 + b
             if want_ntk:
                 tb = f2 * t[a, b]
-                acc[2, a, b] = tb if first else acc[2, a, b] + tb
+                at[a, b] = tb if first else at[a, b] + tb
             if first:
-                acc[0, a, b] = rho[a, b]
-                acc[1, a, b] = sn2[a, b]
+                ar[a, b] = rho[a, b]
+                asn[a, b] = sn2[a, b]
                 continue
             sb = sqb[jb] * f
             B = accB[0, jb]
             invb = reciprocal(accB[1, jb])
             if inva == 0.0 or invb == 0.0:  # a zero-variance point: the engine's convention
-                acc[0, a, b] = 0.0
-                acc[1, a, b] = 1.0
+                ar[a, b] = 0.0
+                asn[a, b] = 1.0
                 continue
-            r0 = acc[0, a, b]
-            s0 = acc[1, a, b]
+            r0 = ar[a, b]
+            s0 = asn[a, b]
             r1 = rho[a, b]
             s1 = sn2[a, b]
             omr = 0.5 * (one_minus_rho(r0, s0) * one_plus_rho(r1, s1) + one_plus_rho(r0, s0) * one_minus_rho(r1, s1))
@@ -211,8 +201,8 @@ def join_tile(rho, sn2, t, acc, i0, j0, sqa, sqb, accA, accB, f2, first, want_nt
             u1 = (sa * inva) * (sb * invb)
             cross = (A * sb - sa * B) * inva * invb
             rn = u0 * r0 + u1 * r1
-            acc[0, a, b] = min(max(rn, -1.0), 1.0)
-            acc[1, a, b] = min(u0 * u0 * s0 + u1 * u1 * s1 + cross * cross + 2.0 * u0 * u1 * omr, 1.0)
+            ar[a, b] = min(max(rn, -1.0), 1.0)
+            asn[a, b] = min(u0 * u0 * s0 + u1 * u1 * s1 + cross * cross + 2.0 * u0 * u1 * omr, 1.0)
 
 
 @nb.njit(**JIT_INLINE)
@@ -273,12 +263,14 @@ def pair_tiles(src, out_s, out_t, X1, X2, inv1, inv2, SQ01, SQ02, SQ1, SQ2, SQF1
                     affine_tile(rho, sn2, t, i0, j0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], wb[l, 0], wb[l, 1],
                                 want_ntk)
             elif op == OP_FORK:
-                copy_state(stack[2 * int(PRM[l, 0])], rho, sn2, t, want_ntk)
+                k = 2 * int(PRM[l, 0])
+                copy_state(stack[k, 0], stack[k, 1], stack[k, 2], rho, sn2, t, want_ntk)
             elif op == OP_JOIN:
-                k = int(PRM[l, 0])
-                join_tile(rho, sn2, t, stack[2 * k + 1], i0, j0, SQ1[l], SQ2[l], PP1[l], PP2[l], PRM[l, 3],
-                          PRM[l, 1] == 0.0, want_ntk)
-                restore_state(stack[2 * k + 1] if PRM[l, 2] != 0.0 else stack[2 * k], rho, sn2, t, want_ntk)
+                k = 2 * int(PRM[l, 0])
+                join_tile(rho, sn2, t, stack[k + 1, 0], stack[k + 1, 1], stack[k + 1, 2], i0, j0, SQ1[l], SQ2[l],
+                          PP1[l], PP2[l], PRM[l, 3], PRM[l, 1] == 0.0, want_ntk)
+                src = k + 1 if PRM[l, 2] != 0.0 else k
+                copy_state(rho, sn2, t, stack[src, 0], stack[src, 1], stack[src, 2], want_ntk)
             elif op == OP_NORM:
                 if want_ntk:
                     norm_tile(t, i0, j0, PP1[l, 0], PP2[l, 0])

@@ -25,13 +25,16 @@ _FULL = '''
 
 @nb.njit(nogil=True, **JIT_OPTIONS)
 def full_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT, AXR, AXN, GRID,
-               PP1, PP2, PRM, out_s, out_t, tiles, tile, want_nngp, want_ntk, symmetric):
+               PP1, PP2, PRM, n_levels, out_s, out_t, tiles, tile, want_nngp, want_ntk, symmetric):
     n1 = out_s.shape[0] if want_nngp else out_t.shape[0]
     n2 = out_s.shape[1] if want_nngp else out_t.shape[1]
     L = ops.shape[0]
     P0 = X1.shape[1]
     # One workspace per call, reused by every tile and layer: two state sets and the sums.
     W = np.empty((FULL_SLOTS, min(tile, n1) * min(tile, n2) * P0 * P0))
+    # Parallel blocks: per nesting level the fork's state and the running sum (and the fork's P).
+    STK = np.empty((2 * n_levels, 3, min(tile, n1) * min(tile, n2) * P0 * P0))
+    PK = np.empty(max(n_levels, 1), dtype=np.int64)
     dummy = np.empty((1, 1))
     for it in range(tiles.shape[0]):
         I0 = tiles[it, 0]
@@ -56,6 +59,31 @@ def full_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
             elif op == OP_NORM:
                 if want_ntk:
                     norm_full(t, PP1[l, 0], PP2[l, 0], I0, J0, bi, bj, P)
+            elif op == OP_FORK:
+                k = int(PRM[l, 0])
+                PK[k] = P
+                m = bi * P * bj * P
+                copy_state(STK[2 * k, 0, :m].reshape((bi * P, bj * P)), STK[2 * k, 1, :m].reshape((bi * P, bj * P)),
+                           STK[2 * k, 2, :m].reshape((bi * P, bj * P)), rho, sn2, t, want_ntk)
+            elif op == OP_JOIN:
+                k = int(PRM[l, 0])
+                m = bi * P * bj * P
+                ar = STK[2 * k + 1, 0, :m].reshape((bi * P, bj * P))
+                asn = STK[2 * k + 1, 1, :m].reshape((bi * P, bj * P))
+                at = STK[2 * k + 1, 2, :m].reshape((bi * P, bj * P))
+                join_tile(rho, sn2, t, ar, asn, at, I0 * P, J0 * P, SQ1[l], SQ2[l], PP1[l], PP2[l], PRM[l, 3],
+                          PRM[l, 1] == 0.0, want_ntk)
+                if PRM[l, 2] != 0.0:
+                    copy_state(rho, sn2, t, ar, asn, at, want_ntk)
+                else:  # the next branch starts from the fork's state (and its number of positions)
+                    P = PK[k]
+                    m = bi * P * bj * P
+                    rho = work_view(W, cur, bi * P, bj * P)
+                    sn2 = work_view(W, cur + 1, bi * P, bj * P)
+                    t = work_view(W, cur + 2, bi * P, bj * P) if want_ntk else dummy
+                    copy_state(rho, sn2, t, STK[2 * k, 0, :m].reshape((bi * P, bj * P)),
+                               STK[2 * k, 1, :m].reshape((bi * P, bj * P)), STK[2 * k, 2, :m].reshape((bi * P, bj * P)),
+                               want_ntk)
             elif op < 0:
                 Po = pout[l]
                 tab = tabs[l, :Po, :int(kdiv[l])]
@@ -95,13 +123,15 @@ _DIAG = '''
 
 @nb.njit(nogil=True, **JIT_OPTIONS)
 def diag_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT, AXR, AXN, GRID,
-               PP1, PP2, PRM, out_s, out_t, tiles, tile, want_nngp, want_ntk, symmetric):
+               PP1, PP2, PRM, n_levels, out_s, out_t, tiles, tile, want_nngp, want_ntk, symmetric):
     n1 = out_s.shape[0] if want_nngp else out_t.shape[0]
     n2 = out_s.shape[1] if want_nngp else out_t.shape[1]
     L = ops.shape[0]
     P0 = X1.shape[1]
     S = min(tile, n1) * min(tile, n2) * P0
     W = np.empty((7, S))
+    STK = np.empty((2 * n_levels, 3, S))
+    PK = np.empty(max(n_levels, 1), dtype=np.int64)
     dummy = np.empty((1, 1, 1))
     for it in range(tiles.shape[0]):
         I0 = tiles[it, 0]
@@ -126,6 +156,37 @@ def diag_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
             elif op == OP_NORM:
                 if want_ntk:
                     norm_diag(t, PP1[l, 0], PP2[l, 0], n1, n2, I0, J0, bi, bj, P)
+            elif op == OP_FORK:
+                k = int(PRM[l, 0])
+                PK[k] = P
+                for p in range(P):
+                    copy_state(STK[2 * k, 0, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj)),
+                               STK[2 * k, 1, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj)),
+                               STK[2 * k, 2, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj)),
+                               rho[p], sn2[p], t[p] if want_ntk else t[0], want_ntk)
+            elif op == OP_JOIN:
+                k = int(PRM[l, 0])
+                last = PRM[l, 2] != 0.0
+                for p in range(P):
+                    ar = STK[2 * k + 1, 0, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj))
+                    asn = STK[2 * k + 1, 1, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj))
+                    at = STK[2 * k + 1, 2, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj))
+                    tp = t[p] if want_ntk else t[0]
+                    join_tile(rho[p], sn2[p], tp, ar, asn, at, p * n1 + I0, p * n2 + J0, SQ1[l], SQ2[l], PP1[l],
+                              PP2[l], PRM[l, 3], PRM[l, 1] == 0.0, want_ntk)
+                    if last:
+                        copy_state(rho[p], sn2[p], tp, ar, asn, at, want_ntk)
+                if not last:  # the next branch starts from the fork's state (and its number of positions)
+                    P = PK[k]
+                    m = P * bi * bj
+                    rho = W[cur, :m].reshape((P, bi, bj))
+                    sn2 = W[cur + 1, :m].reshape((P, bi, bj))
+                    t = W[cur + 2, :m].reshape((P, bi, bj)) if want_ntk else dummy
+                    for p in range(P):
+                        copy_state(rho[p], sn2[p], t[p] if want_ntk else t[0],
+                                   STK[2 * k, 0, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj)),
+                                   STK[2 * k, 1, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj)),
+                                   STK[2 * k, 2, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj)), want_ntk)
             elif op < 0:
                 Po = pout[l]
                 cur = 3 - cur

@@ -15,8 +15,8 @@ of the state flowing through each layer (:class:`_Stream`):
   affine layer must mix them before any activation or LayerNorm;
 * a standard-parameterisation layer needs its fan-in: the previous affine layer's width, or
   the data for the first one;
-* spatial layers come before the one readout of a spatial network, Dense layers after it, and
-  the network ends in a Dense readout.
+* spatial layers come before the one readout of a spatial network, Dense layers after it,
+  pooling and readouts stay outside parallel branches, and the network ends in a Dense readout.
 
 :func:`layout_steps` turns the tree into the flat step sequence the evaluation runs:
 ``FanOut(n), parallel(b₁ … bₙ), FanIn…`` becomes ``Fork, b₁ steps, Join₀, b₂ steps, Join₁, …``.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 from ..describe.branching import FAN_INS, FanInConcat, FanOut, Parallel
 from ..describe.layers import Architecture, Dense
-from ..describe.spatial import AvgPool, Conv, SpatialLayer
+from ..describe.spatial import AvgPool, Conv, Flatten, GlobalAvgPool, SpatialLayer
 from ..errors import ArchitectureError
 from .steps import FAN_IN_DATA, ForkStep, JoinStep, compile_step, role_of
 
@@ -190,6 +190,12 @@ def _layer_rule(layer, stream: _Stream, spatial: bool, level: int, at: str) -> _
             f"an affine layer ({affine_name}) before it: the infinite-width recursion acts on Gaussian "
             f"pre-activations. Insert a {affine_name} layer before it (or merge consecutive activations into one "
             "Activation)."
+        )
+    if level > 0 and isinstance(layer, (AvgPool, GlobalAvgPool, Flatten)):
+        raise ArchitectureError(
+            f"{layer!r} at {at} is inside a parallel branch: pooling and readouts of a convolutional network act on "
+            "the whole state, outside branches. Move it before the FanOut or after the FanIn (or use a strided Conv "
+            "in the branch)."
         )
     if isinstance(layer, SpatialLayer) and stream.readout_at is not None:
         raise ArchitectureError(

@@ -22,9 +22,9 @@ import numba as nb
 import numpy as np
 
 from ..compiler.duals.base import Dual
-from ..compiler.steps import LayerNormStep
+from ..compiler.steps import ForkStep, JoinStep, LayerNormStep
 from ._numerics import JIT_OPTIONS
-from ._spatial_numerics import FULL_SLOTS, conv_full, init_full, norm_full, pool_full, work_view
+from ._spatial_numerics import FULL_SLOTS, conv_full, init_full, norm_full, pool_full
 
 __all__ = ["SelfBlocks"]
 
@@ -114,9 +114,13 @@ class SelfBlocks:
             init_full(rho, sn2, t, self.F, self.inv, self.V, i, i, 1, 1, P, want_ntk)
         else:
             rho, sn2, t = (a.copy() for a in self.stored[i])
+        stack = []  # open parallel blocks: [the fork's state, the running sum]
         for l in range(self.start, l_pool):
             step, m = self.program.steps[l], plan.maps[l]
             Pi = int(plan.pin[l])
+            if isinstance(step, (ForkStep, JoinStep)):
+                rho, sn2, t = self._branch_step(step, stack, rho, sn2, t, i * Pi, sq[l], data[l], params[l])
+                continue
             if isinstance(step, Dual):
                 fn = getattr(self.program.module, self.program.tile_name(step))
                 pp = data[l] if data[l] is not None else self.dummy  # contiguous (point pass)
@@ -135,3 +139,19 @@ class SelfBlocks:
                       want_ntk, AXM[l], AXT[l], AXR[l], AXN[l], GRID[l])
             rho, sn2, t = nr, ns, nt
         return rho, sn2, t
+
+    def _branch_step(self, step, stack, rho, sn2, t, base, sq, data, params):
+        """A fork keeps the block; a join adds it to the running sum (the pair pass's own
+        ``join_tile``) and starts the next branch from the fork's block, or ends with the sum."""
+        if isinstance(step, ForkStep):
+            stack.append([(rho.copy(), sn2.copy(), t.copy()), None])
+            return rho, sn2, t
+        saved, acc = stack[-1]
+        if acc is None:
+            acc = stack[-1][1] = tuple(np.empty_like(a) for a in (rho, sn2, t))
+        self.program.module.join_tile(rho, sn2, t, *acc, base, base, sq, sq, data, data, params[3], params[1] == 0.0,
+                                      self.want_ntk)
+        if step.last:
+            stack.pop()
+            return tuple(a.copy() for a in acc)
+        return tuple(a.copy() for a in saved)

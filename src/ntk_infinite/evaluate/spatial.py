@@ -33,8 +33,8 @@ from ..compiler.duals.base import Dual
 from ..compiler.engine_source import _HEADER
 from ..compiler.spatial_source import build_spatial_source
 from ..compiler.steps import (FAN_IN_DATA, OP_DENSE, OP_FLATTEN, OP_INDEPENDENT, OP_SAME_OFFSET, Affine,
-                              LayerNormStep)
-from ..errors import InputError, KernelOverflowError
+                              ForkStep, JoinStep, LayerNormStep)
+from ..errors import ArchitectureError, InputError, KernelOverflowError
 from ._self_blocks import SelfBlocks
 from .engine import _tiles, run_tile_chunks
 
@@ -42,8 +42,8 @@ __all__ = ["SpatialProgram", "choose_layout"]
 
 #: Per-thread tile state budget (floats): 3 arrays of state stay within ~24 MiB.
 _TILE_BUDGET = 1 << 20
-#: Op code of LayerNorm in the spatial drivers (compiler/engine_source.py's OP_NORM).
-OP_NORM = -12
+#: Op codes of the control steps in the spatial drivers (compiler/engine_source.py's OP_*).
+OP_FORK, OP_JOIN, OP_NORM = -10, -11, -12
 #: Largest variance a spatial program carries (its products of two variances stay finite).
 _MAX_VARIANCE = 1e150
 
@@ -84,6 +84,7 @@ class SpatialProgram:
             if dual.key not in keys:
                 keys.append(dual.key)
         self._codes = {key: i + 1 for i, key in enumerate(keys)}
+        self.n_levels = 1 + max((s.level for s in self.steps if isinstance(s, ForkStep)), default=-1)
         self._module = None
         self._lock = threading.Lock()
         self._plans = {}
@@ -142,12 +143,19 @@ class SpatialProgram:
         # Per step (w², b², then Θ's gain from Σ_in and its constant: ta·mean(Σ_in) + tb).
         wb = np.zeros((L, 4))
         flattened = 1  # positions a Flatten turned into features (a Dense after it has P·C inputs)
+        forks = []  # per open parallel block: its input shape and its branches' output shapes
         for l, step in enumerate(self.steps):
             cur = shapes[-1]
             pin[l] = math.prod(cur)
             new = cur
             maps.append(None)
-            if isinstance(step, Dual):
+            if isinstance(step, ForkStep):
+                ops[l] = OP_FORK
+                forks.append((cur, []))
+            elif isinstance(step, JoinStep):
+                ops[l] = OP_JOIN
+                new = _join_shape(step, forks, cur)
+            elif isinstance(step, Dual):
                 ops[l] = self._codes[step.key]
             elif isinstance(step, LayerNormStep):
                 ops[l] = OP_NORM
@@ -200,6 +208,7 @@ class SpatialProgram:
             inv = _inverse_norms(X)
             blocks = SelfBlocks(self, plan, X, inv, _unit_columns(X, inv, False), want_ntk)
         qs, tds, data, params, err = [q], [td], [], [], 0.0
+        forks = []
         for l, step in enumerate(self.steps):
             m = plan.maps[l]
             if isinstance(step, Dual):
@@ -213,6 +222,12 @@ class SpatialProgram:
                 q, td, factor = _layer_norm_point(step, q, td)
                 data.append(factor)
                 params.append(np.zeros(0))
+            elif isinstance(step, ForkStep):
+                forks.append((q, td, []))
+                data.append(None)
+                params.append(np.array([float(step.level)]))
+            elif isinstance(step, JoinStep):
+                q, td = _join_point(step, forks, l, q, td, data, params)
             else:
                 w2, b2, ta, tb = plan.wb[l]
                 if m is None:  # Dense after the readout
@@ -274,7 +289,7 @@ class SpatialProgram:
         driver = self.module.diag_tiles if position_major else self.module.full_tiles
         dummy = np.empty((1, 1))
         args = (F1, inv1, _unit_columns(F2, inv2, position_major), SQ1, SQ2, plan.ops, plan.wb, plan.tabs, plan.kdiv, plan.pin, plan.pout,
-                *plan.axes, PP1, PP2, prm, out_s if want_nngp else dummy, out_t if want_ntk else dummy)
+                *plan.axes, PP1, PP2, prm, self.n_levels, out_s if want_nngp else dummy, out_t if want_ntk else dummy)
 
         def run(chunk):
             driver(*args, chunk, tile, want_nngp, want_ntk, symmetric)
@@ -293,6 +308,45 @@ class SpatialProgram:
         F = np.ascontiguousarray(X.reshape(X.shape[0], -1, X.shape[-1]))
         pts = self.point_pass(F, X.shape[1:-1], want_ntk)
         return pts["q"][-1][:, 0], pts["td"][-1][:, 0], pts["error_estimate"]
+
+
+def _join_shape(step, forks, cur):
+    """The spatial shape after a branch's end: the fork's input shape for the next branch, the
+    common output shape after the last (an ArchitectureError when the branches disagree)."""
+    start, ends = forks[-1]
+    ends.append(cur)
+    if not step.last:
+        return start
+    forks.pop()
+    if len(set(ends)) > 1:
+        what = "adds" if step.mode == "sum" else "concatenates the channels of"
+        raise ArchitectureError(
+            f"A FanIn{'Sum' if step.mode == 'sum' else 'Concat'} {what} branches of different spatial shapes {ends} "
+            f"on inputs of spatial shape {forks[0][0] if forks else start}: every branch must keep the same positions. "
+            "Use padding='SAME' and equal strides in every branch (or a strided 1×1 Conv on the identity branch)."
+        )
+    return cur
+
+
+def _join_point(step, forks, l, q, td, data, params):
+    """A branch's end in the point pass: the fork's (q, td) for the next branch, or after the
+    last the weighted sums; each join's data is the running sum's √Q before and after it (per
+    image and position, image-major), its parameters (level, branch, last, weight)."""
+    q0, td0, ends = forks[-1]
+    ends.append((l, q, td, step.weight))
+    data.append(None)
+    params.append(None)
+    if not step.last:
+        return q0, td0
+    forks.pop()
+    q_acc, td_acc = np.zeros_like(q), np.zeros_like(td)
+    for branch, (lj, qb, tdb, weight) in enumerate(ends):
+        before = np.sqrt(q_acc).ravel()
+        q_acc = q_acc + weight * qb
+        td_acc = td_acc + weight * tdb
+        data[lj] = np.ascontiguousarray(np.stack([before, np.sqrt(q_acc).ravel()]))
+        params[lj] = np.array([step.level, branch, float(branch == step.num - 1), weight])
+    return q_acc, td_acc
 
 
 def _layer_norm_point(step, q, td):

@@ -56,7 +56,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ArchitectureError, InputError, ParameterError, as_input_array, check_param
-from ..kernel import as_architecture, check_spatial_support
+from ..kernel import as_architecture
 from ..describe.branching import FanInConcat, FanOut, LayerNorm
 from ..describe.layers import ActivationLayer, Dense, Identity
 from ..describe.spatial import AvgPool, Conv, Flatten, GlobalAvgPool, SpatialLayer
@@ -270,8 +270,6 @@ class FiniteNetwork:
         self.input_shape = _input_shape(in_features)
         self.in_features = self.input_shape[0] if len(self.input_shape) == 1 else self.input_shape
         arch = self.architecture
-        if len(self.input_shape) > 1:
-            check_spatial_support(arch)
         param_layers = [layer for layer in arch.walk() if isinstance(layer, (Dense, Conv))]
         hidden = param_layers[:-1]
         readout = param_layers[-1]
