@@ -127,16 +127,6 @@ def test_nested_residual_in_fresh_branch_is_accepted():
     nk.compile("Dense > Residual(ReLU > Dense > Residual(ReLU > Dense)) > Dense")
 
 
-def test_convolutional_networks_refuse_branches():
-    text = "Conv(filter_shape=(3, 3), padding='SAME', channels=8) > FanOut(2) > [Conv | Identity] > FanInSum > ReLU > " \
-           "Flatten > Dense"
-    with pytest.raises(nk.ArchitectureError, match=r"branches \(FanOut/parallel/FanIn\*, Residual\) are supported in "
-                                                   r"dense networks only so far"):
-        nk.compile(text)
-    with pytest.raises(nk.ArchitectureError, match=r"supported in dense networks only so far"):
-        nk.empirical.FiniteNetwork(text, (6, 6, 2), width=4)
-
-
 # ---------------------------------------------------------------- values
 @pytest.mark.parametrize("name", list(CASES))
 def test_engine_matches_naive_tree_recursion(name):

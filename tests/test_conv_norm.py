@@ -1,4 +1,5 @@
-"""LayerNorm and standard parameterisation in convolutional networks (both layouts).
+"""LayerNorm, standard parameterisation and parallel branches in convolutional networks (both
+layouts).
 
 Expected values: the naive position-pair recursion of tests/naive.py with every fan-in written
 out from the input shape (tests/conv_norm_cases.py), finite networks, and (slow)
@@ -12,7 +13,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 import ntk_infinite as nk
-from conv_norm_cases import CASES, architecture, naive_spec
+from conv_norm_cases import BRANCH_CASES, CASES, architecture, naive_spec
 from naive import naive_spatial_kernels
 from nt_bridge import run_nt
 from tolerances import NAIVE_RTOL, NT_CROSS_RTOL, ROUNDING_RTOL, STAT_Z
@@ -36,6 +37,52 @@ def test_engine_matches_naive_recursion(name):
         assert_allclose(k.ntk, T, rtol=NAIVE_RTOL, atol=NAIVE_RTOL * np.abs(T).max())
     d = kernel.diag(X1)
     assert_allclose(d.ntk, np.diag(kernel(X1).ntk), rtol=ROUNDING_RTOL)
+
+
+@pytest.mark.parametrize("name", list(BRANCH_CASES))
+def test_branched_engine_matches_naive_recursion(name):
+    text, spec = BRANCH_CASES[name]
+    kernel = nk.compile(text)
+    X1, X2 = _images(3, 1), _images(2, 2)
+    for A, B in ((X1, None), (X1, X2)):
+        k = kernel(A, B)
+        S, T = naive_spatial_kernels(spec, A, B)
+        assert_allclose(k.nngp, S, rtol=NAIVE_RTOL, atol=NAIVE_RTOL * np.abs(S).max())
+        assert_allclose(k.ntk, T, rtol=NAIVE_RTOL, atol=NAIVE_RTOL * np.abs(T).max())
+    assert_allclose(kernel.diag(X1).ntk, np.diag(kernel(X1).ntk), rtol=ROUNDING_RTOL)
+    small = kernel(X1, tile=1)
+    assert_allclose(small.ntk, kernel(X1).ntk, rtol=ROUNDING_RTOL)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("Conv(filter_shape=(3, 3), padding='SAME') > FanOut(2) > [ReLU > Conv(filter_shape=(3, 3)) | Identity] > "
+     "FanInSum > ReLU > Flatten > Dense", r"adds branches of different spatial shapes \[\(3, 2\), \(5, 4\)\]"),
+])
+def test_branch_shape_mismatch_is_refused_at_evaluation(text, pattern):
+    with pytest.raises(nk.ArchitectureError, match=pattern):
+        nk.compile(text)(_images(2, 3))
+
+
+@pytest.mark.parametrize("inner", ["AvgPool(window_shape=(2, 2), padding='SAME')", "Flatten"])
+def test_pooling_inside_a_branch_is_refused(inner):
+    text = (f"Conv(filter_shape=(3, 3), padding='SAME') > FanOut(2) > [ReLU > Conv(filter_shape=(3, 3), "
+            f"padding='SAME') > {inner} | Identity] > FanInSum > ReLU > GlobalAvgPool > Dense")
+    with pytest.raises(nk.ArchitectureError, match=r"is inside a parallel branch: pooling and readouts"):
+        nk.compile(text)
+
+
+def test_finite_branched_conv_network_agrees_in_the_mean():
+    from ntk_infinite.verify.runners import at_width
+
+    text, _ = BRANCH_CASES["resnet-layernorm-flatten"]
+    width = 256
+    arch = at_width(nk.parse_architecture(text), width)
+    X = _images(3, 8)
+    mc = nk.empirical.monte_carlo_kernels(arch, X, seeds=8)
+    k = nk.compile(arch)(X)
+    for key in ("nngp", "ntk"):
+        mean, se, exact = getattr(mc, key), mc.standard_error(key), getattr(k, key)
+        assert np.all(np.abs(mean - exact) <= STAT_Z * se + 8.0 / width * np.abs(exact).max()), key
 
 
 def test_layernorm_makes_the_kernel_scale_free_per_position():
@@ -134,6 +181,21 @@ def build(spec):
             out.append(stax.GlobalAvgPool())
         elif kind == "flatten":
             out.append(stax.Flatten())
+        elif kind == "conv6":  # the naive reference's items: ("conv6", filter, strides, padding, w, b)
+            _, filt, strides, padding, w, b = item
+            out.append(stax.Conv(16, tuple(filt), tuple(strides), padding, W_std=w, b_std=b))
+        elif kind == "dense3":
+            out.append(stax.Dense(16, W_std=item[1], b_std=item[2]))
+        elif kind in ("fork_sum", "fork_concat"):
+            if kind == "fork_sum":
+                branches = [stax.serial(*build(b)) if b else stax.Identity() for b in item[1]]
+            else:  # channel shares as widths: 16·w channels in each branch's last Conv
+                branches = [stax.serial(*build(b[:-1]), stax.Conv(int(round(16 * wt)), tuple(b[-1][1]),
+                                                                   tuple(b[-1][2]), b[-1][3], W_std=b[-1][4],
+                                                                   b_std=b[-1][5]))
+                            for b, wt in zip(item[1], item[2])]
+            out += [stax.FanOut(len(branches)), stax.parallel(*branches),
+                    stax.FanInSum() if kind == "fork_sum" else stax.FanInConcat()]
         else:
             raise ValueError(kind)
     return out
@@ -156,14 +218,32 @@ def nt_results(tmp_path_factory):
     X1, X2 = _images(3, 21), _images(2, 22)
     spec = {name: dict(layers=json.loads(json.dumps(layers)), X1=X1.tolist(), X2=X2.tolist())
             for name, layers in CASES.items()}
+    for name, (_, items) in BRANCH_CASES.items():
+        spec[name] = dict(layers=_nt_items(items), X1=X1.tolist(), X2=X2.tolist())
     return run_nt(_NT_SCRIPT, spec, tmp_path_factory.mktemp("nt-conv-norm")), X1, X2
 
 
+def _nt_items(items):
+    """The naive reference's items renamed for the neural-tangents script (Conv/Dense of 16 channels)."""
+    out = []
+    for item in items:
+        item = list(item)
+        if item[0] == "conv":
+            item[0] = "conv6"
+        elif item[0] == "dense":
+            item[0] = "dense3"
+        elif item[0] in ("fork_sum", "fork_concat"):
+            item[1] = [_nt_items(branch) for branch in item[1]]
+        out.append(item)
+    return out
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", list(CASES) + list(BRANCH_CASES))
 def test_agrees_with_neural_tangents(name, nt_results):
     res, X1, X2 = nt_results
-    k = nk.compile(architecture(name))(X1, X2)
+    arch = architecture(name) if name in CASES else nk.parse_architecture(BRANCH_CASES[name][0])
+    k = nk.compile(arch)(X1, X2)
     for key in ("nngp", "ntk"):
         theirs = res[f"{name}/{key}"]
         assert_allclose(getattr(k, key), theirs, rtol=NT_CROSS_RTOL, atol=NT_CROSS_RTOL * np.abs(theirs).max())
