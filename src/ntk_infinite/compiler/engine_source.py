@@ -269,8 +269,8 @@ def pair_tiles(src, out_s, out_t, X1, X2, inv1, inv2, SQ01, SQ02, SQ1, SQ2, SQF1
                 k = 2 * int(PRM[l, 0])
                 join_tile(rho, sn2, t, stack[k + 1, 0], stack[k + 1, 1], stack[k + 1, 2], i0, j0, SQ1[l], SQ2[l],
                           PP1[l], PP2[l], PRM[l, 3], PRM[l, 1] == 0.0, want_ntk)
-                src = k + 1 if PRM[l, 2] != 0.0 else k
-                copy_state(rho, sn2, t, stack[src, 0], stack[src, 1], stack[src, 2], want_ntk)
+                slot = k + 1 if PRM[l, 2] != 0.0 else k
+                copy_state(rho, sn2, t, stack[slot, 0], stack[slot, 1], stack[slot, 2], want_ntk)
             elif op == OP_NORM:
                 if want_ntk:
                     norm_tile(t, i0, j0, PP1[l, 0], PP2[l, 0])
