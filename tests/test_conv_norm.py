@@ -75,10 +75,10 @@ def test_finite_branched_conv_network_agrees_in_the_mean():
     from ntk_infinite.verify.runners import at_width
 
     text, _ = BRANCH_CASES["resnet-layernorm-flatten"]
-    width = 256
+    width = 96
     arch = at_width(nk.parse_architecture(text), width)
-    X = _images(3, 8)
-    mc = nk.empirical.monte_carlo_kernels(arch, X, seeds=8)
+    X = _images(2, 8)
+    mc = nk.empirical.monte_carlo_kernels(arch, X, seeds=6)
     k = nk.compile(arch)(X)
     for key in ("nngp", "ntk"):
         mean, se, exact = getattr(mc, key), mc.standard_error(key), getattr(k, key)
@@ -135,14 +135,14 @@ def test_finite_conv_network_with_layernorm_and_standard_parameterisation():
 @pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "layernorm-flatten" else pytest.mark.slow)
                                   for n in CASES])
 def test_monte_carlo_agrees(name):
-    """Finite networks of 256 channels: the mean over seeds within STAT_Z standard errors plus
+    """Finite networks of 128 channels: the mean over seeds within STAT_Z standard errors plus
     an O(1/width) bias of the analytic kernels."""
     from ntk_infinite.verify.runners import at_width
 
-    width = 256
+    width = 128
     arch = at_width(architecture(name), width)
     X = _images(3, 7)
-    mc = nk.empirical.monte_carlo_kernels(arch, X, seeds=8)
+    mc = nk.empirical.monte_carlo_kernels(arch, X, seeds=6)
     k = nk.compile(arch)(X)
     for key in ("nngp", "ntk"):
         mean, se, exact = getattr(mc, key), mc.standard_error(key), getattr(k, key)
