@@ -4,7 +4,6 @@ The references are the mpmath recursion of tests/naive.py (arbitrary exponent ra
 it has the true values at any scale) and exact power-of-two scaling arguments.
 """
 
-import math
 import sys
 import warnings
 from pathlib import Path

@@ -223,11 +223,9 @@ def _naive_layerwise(layers, q, c):
         if kind == "dense":
             q, c = w * w * q + b * b, (w * w * c * q + b * b) / (w * w * q + b * b)
         else:
-            s = math.sqrt(q)
             q_out = float(_gauss(lambda x: mp.tanh(x) ** 2, q))
             pair = _pair_expectation(np.tanh, np.tanh, q, c)
             q, c = q_out, pair / q_out
-            del s
         out.append((q, c))
     return np.array(out)
 

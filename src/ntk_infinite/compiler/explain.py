@@ -8,8 +8,6 @@ the pair pass. It reads only the compiled steps, so it is exact about what runs.
 
 from __future__ import annotations
 
-import math
-
 from .duals.base import Dual
 
 __all__ = ["explain"]
@@ -64,7 +62,7 @@ def explain(kernel, input_shape=None) -> str:
     lines.append(f"Input {tuple(input_shape)}: positions per step (in → out) and state entries per pair of images:")
     total = 0
     for i, step in enumerate(steps):
-        pin, pout = int(plan.pin[i]), int(plan.pout[i])
+        pin = int(plan.pin[i])
         entries = pin * pin if kernel.layout == "full" else pin
         total += entries
         if plan.maps[i] is not None:

@@ -39,14 +39,12 @@ renormalise by the pooled per-point variances; sin²θ is then (1 − ρ)(1 + ρ
 
 from __future__ import annotations
 
-import math
-
 import numba as nb
 import numpy as np
 
 from ._numerics import JIT_INLINE, JIT_OPTIONS, one_minus_rho, one_plus_rho, reciprocal
 
-__all__ = ["init_full", "init_diag", "conv_full", "conv_diag", "pool_full", "affine_tile_diag", "norm_full",
+__all__ = ["init_full", "init_diag", "conv_full", "conv_diag", "pool_full", "norm_full",
            "norm_diag"]
 
 #: Summed determinants below this fraction of q̃₁q̃₂ get the Lagrange term from its sum of squares.
@@ -346,7 +344,6 @@ def conv_diag(rho, sn2, t, nr, ns, nt, c, tab, k, n1, n2, sqa, sqb, sqa_o, sqb_o
     in :func:`normalise_full`."""
     Pi = rho.shape[0]
     Po = tab.shape[0]
-    K = tab.shape[1]
     m = bi * bj
     for p in range(Pi):
         sb = sqb[p * n2 + J0:p * n2 + J0 + bj]  # views: non-negative loop indices vectorise

@@ -81,7 +81,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
-from ..errors import AccuracyWarning, InputError, ParameterError, check_param
+from ..errors import AccuracyWarning, ParameterError, check_param
 from ..kernel import CompiledKernel, compile
 from .predict import Prediction, SingularKernelError, _check_get, _check_nonempty, _check_targets, user_stacklevel
 
