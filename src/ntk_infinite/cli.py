@@ -232,9 +232,10 @@ def _cmd_gram(args) -> int:
                   f"{store.block}: {store.computed_blocks} blocks computed, {store.skipped_blocks} already done) in "
                   f"{time.perf_counter() - t0:.2f}s")
         return 0
-    k = kernel(X1, X2, get=get, progress=ProgressBar("gram", unit="tiles") if not args.quiet else None)
+    unit = "tiles" if dtype == np.float64 else "entries"  # float32 is computed in blocks of entries
+    k = kernel(X1, X2, get=get, dtype=dtype, progress=ProgressBar("gram", unit=unit) if not args.quiet else None)
     seconds = time.perf_counter() - t0
-    out = {name: getattr(k, name).astype(dtype, copy=False) for name in ("nngp", "ntk") if getattr(k, name) is not None}
+    out = {name: getattr(k, name) for name in ("nngp", "ntk") if getattr(k, name) is not None}
     np.savez(output, **out)
     if not args.quiet:
         shape = next(iter(out.values())).shape

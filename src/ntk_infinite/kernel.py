@@ -8,6 +8,7 @@ import numpy as np
 
 from .compiler.structure import layout_steps, validate
 from .describe.spatial import AvgPool, Conv, SpatialLayer
+from .evaluate.blocked import check_output_dtype, gram_rounded
 from .evaluate.engine import DEFAULT_TILE, Program, check_range, input_variances, pair_pass, point_pass
 from .evaluate.spatial import SpatialProgram, check_images
 from .errors import InputError, NotPicklableError, as_input_array, check_param
@@ -128,7 +129,8 @@ class CompiledKernel:
 
         return explain(self, input_shape)
 
-    def __call__(self, X1, X2=None, *, get=("nngp", "ntk"), tile: int = DEFAULT_TILE, progress=None) -> Kernels:
+    def __call__(self, X1, X2=None, *, get=("nngp", "ntk"), tile: int = DEFAULT_TILE, dtype=np.float64,
+                 progress=None) -> Kernels:
         r"""NNGP and NTK Gram matrices.
 
         .. math::
@@ -149,6 +151,11 @@ class CompiledKernel:
         tile : int
             Tile edge (in inputs) of the pair pass; results do not depend on it. Spatial
             networks cap it so that one tile's state stays near 24 MiB per thread.
+        dtype : np.float64 (default) or np.float32
+            Storage type of the outputs. Values are always computed in float64; float32 rounds
+            them once (relative error ≤ 6e-8) and halves the memory of big Gram matrices: the
+            matrices are then computed in row blocks (:func:`~ntk_infinite.evaluate.blocked.gram_rounded`),
+            so no n1 × n2 float64 array is held.
         progress : callable(done, total), optional
             Called after each chunk of tiles (used by the command line's progress bar).
 
@@ -161,6 +168,7 @@ class CompiledKernel:
         """
         want_nngp, want_ntk = parse_get(get)
         tile = check_param("kernel", "tile", tile, low=1, integer=True)
+        dtype = check_output_dtype(dtype)
         total = {"done": 0}
 
         def report(k, n):
@@ -170,6 +178,9 @@ class CompiledKernel:
         X1 = self.check_inputs(X1, "X1")
         if X2 is not None:
             X2 = self.check_inputs(X2, "X2", like=X1, like_name="X1")
+        if dtype != np.float64:
+            nngp, ntk, err = gram_rounded(self, X1, X2, get=get, dtype=dtype, progress=progress)
+            return Kernels(nngp=nngp, ntk=ntk, error_estimate=err)
         if self.spatial:
             nngp, ntk, pts = self.program.pair_pass(X1, X2, want_nngp, want_ntk, tile=tile,
                                                     progress=report if progress else None)

@@ -1,4 +1,4 @@
-"""Blocked, out-of-core, resumable Gram matrices: :func:`gram_to`.
+"""Blocked Gram matrices: out of core and resumable (:func:`gram_to`), or in memory as float32 (:func:`gram_rounded`).
 
 The (n1, n2) NNGP/NTK matrices are cut into ``block × block`` blocks. Each block is one
 independent kernel call on the slices of the inputs it needs,
@@ -31,16 +31,18 @@ and its own marker only.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ParameterError, check_param
+from ..errors import KernelOverflowError, KernelUnderflowWarning, ParameterError, check_param
 from ..results import parse_get
 from .store import (GramStore, check_store_path, fingerprint_array, open_gram_store, open_or_create_store,
                     store_format)
 
-__all__ = ["gram_to", "compute_block", "write_block", "BlockResult", "default_block", "DEFAULT_BLOCK_BYTES"]
+__all__ = ["gram_to", "gram_rounded", "check_output_dtype", "compute_block", "write_block", "BlockResult", "default_block",
+           "DEFAULT_BLOCK_BYTES"]
 
 #: Memory budget of one block: its entries × 8 bytes × 2 per stored kernel (the kernel call's float64
 #: output and one copy, for the storage dtype or the mirror) stay below this.
@@ -135,14 +137,86 @@ def write_block(store, result: BlockResult) -> None:
     store.write_block(result.index, result.values, result.error_estimate)
 
 
-def _check_dtype(dtype) -> np.dtype:
+#: In-memory float32 Gram matrices are computed in blocks of about n / this rows and columns, so one
+#: block's float64 values take an eighth of the float32 output (fewer, larger blocks: less per-call work).
+_ROUNDED_BLOCKS_PER_SIDE = 4
+
+
+def gram_rounded(kernel, X1, X2, *, get, dtype, progress=None):
+    """``kernel(X1, X2, get=get)`` stored as ``dtype`` (float32) without an n1 × n2 float64 array.
+
+    The matrices are computed block by block in float64 (:func:`compute_block`, so every value
+    is what the float64 call gives up to the BLAS blocking of X1 X2ᵀ) and rounded once into the
+    float32 output. Blocks have edge ≥ 256 and about a quarter of the rows, so one block's
+    float64 values take about an eighth of the output. Peak memory: the float32 outputs, plus
+    that, plus O(threads × tile).
+
+    Returns (nngp, ntk, error_estimate). Raises :class:`~ntk_infinite.errors.KernelOverflowError`
+    when a value exceeds float32's range (~3.4e38) and warns
+    (:class:`~ntk_infinite.errors.KernelUnderflowWarning`) when nonzero values fall below its
+    normal range (~1.2e-38).
+    """
+    want_nngp, want_ntk = parse_get(get)
+    symmetric = X2 is None
+    n1 = len(X1)
+    n2 = n1 if symmetric else len(X2)
+    out = {name: np.empty((n1, n2), dtype=dtype)
+           for name, wanted in (("nngp", want_nngp), ("ntk", want_ntk)) if wanted}
+    block = max(256, -(-max(n1, n2) // _ROUNDED_BLOCKS_PER_SIDE))
+    block = min(block, default_block(kernel, X1, get=get, n2=n2))
+    nb1, nb2 = -(-n1 // block), -(-n2 // block)
+    index = [(i, j) for i in range(nb1) for j in range(nb2) if not symmetric or j <= i]
+    total = sum(_block_size(ij, block, n1, n2) for ij in index)
+    done, err, tiny = 0, 0.0, {name: 0 for name in out}
+    for ij in index:
+        res = compute_block(kernel, X1, X2, ij, block=block, get=get)
+        rows, cols = _block_rows(ij[0], block, n1), _block_rows(ij[1], block, n2)
+        for name, values in res.values.items():
+            tiny[name] += _check_range32(name, values, np.finfo(dtype))
+            out[name][rows, cols] = values
+            if symmetric and ij[0] != ij[1]:
+                out[name][cols, rows] = out[name][rows, cols].T
+        err = max(err, res.error_estimate)
+        done += _block_size(ij, block, n1, n2)
+        if progress is not None:
+            progress(done, total)
+    for name, count in tiny.items():
+        if count:
+            warnings.warn(
+                f"{count} {name.upper()} values fall below float32's normal range ({float(np.finfo(dtype).tiny):.3g}) "
+                "and lost relative precision; use dtype=np.float64 to keep them.", KernelUnderflowWarning,
+                stacklevel=3)
+    return out.get("nngp"), out.get("ntk"), err
+
+
+def _check_range32(name, values, info) -> int:
+    """Raise when a float64 block does not fit the storage type; return its count of nonzero
+    values below the storage type's normal range (checked per block: no n1 × n2 temporaries)."""
+    magnitude = np.abs(values)
+    if magnitude.max(initial=0.0) > info.max:
+        raise KernelOverflowError(
+            f"The {name.upper()} has values up to {float(magnitude.max()):.3g}, beyond float32's range "
+            f"(±{float(info.max):.3g}); they are finite in float64. Call the kernel with dtype=np.float64 (the "
+            "default), or rescale the inputs or weights."
+        )
+    return int(np.count_nonzero((magnitude < info.tiny) & (magnitude > 0)))
+
+
+def _block_size(index, block, n1, n2) -> int:
+    r = _block_rows(index[0], block, n1)
+    c = _block_rows(index[1], block, n2)
+    return (r.stop - r.start) * (c.stop - c.start)
+
+
+def check_output_dtype(dtype) -> np.dtype:
+    """``dtype`` as a NumPy dtype: float64 or float32, else a :class:`~ntk_infinite.errors.ParameterError`."""
     try:
         dt = np.dtype(dtype)
     except TypeError:
         dt = None
-    if dt not in _DTYPES:
+    if dt is None or dt not in _DTYPES:  # (np.dtype(x) == None holds for float64)
         raise ParameterError(
-            f"dtype must be np.float64 (default) or np.float32 (half the disk; values are computed in float64 and "
+            f"dtype must be np.float64 (default) or np.float32 (half the memory or disk; values are computed in float64 and "
             f"rounded once when stored); got {dtype!r}."
         )
     return dt
@@ -255,7 +329,7 @@ def open_block_store(kernel, store, X1, X2=None, *, get=("nngp", "ntk"), block=N
     """
     want = parse_get(get)
     get = tuple(name for name, w in zip(("nngp", "ntk"), want) if w)
-    dtype = _check_dtype(dtype)
+    dtype = check_output_dtype(dtype)
     if block is not None:
         block = check_param("gram_to", "block", block, low=1, integer=True)
     store = check_store_path(store)
