@@ -339,3 +339,19 @@ def test_sympy_piecewise_linear_and_polynomials_get_the_exact_closed_form(expr, 
     a, b = nk.compile(arch_s)(X), nk.compile(arch_l)(X)
     np.testing.assert_allclose(a.nngp, b.nngp, rtol=ULP_RTOL, atol=0)
     np.testing.assert_allclose(a.ntk, b.ntk, rtol=ULP_RTOL, atol=0)
+
+
+@pytest.mark.parametrize("layer", [nk.ReLU(), nk.LeakyReLU(0.1), nk.Abs(), nk.RectifiedMonomial(2), nk.Erf()],
+                         ids=["relu", "leaky_relu", "abs", "rectified_monomial_2", "erf"])
+def test_tiles_that_claim_no_per_point_reads_ignore_them(layer):
+    """The diagonal spatial driver gives a dual with ``tile_reads_points`` false no per-point
+    arrays (it maps all positions of a tile in one call), so its tile must not depend on them:
+    every output is the same with the true √q and with arbitrary ones. Duals that read them
+    must say so (their outputs do change)."""
+    dual = nk.compile(nk.serial(nk.Dense(), layer, nk.Dense())).program.steps[1]
+    rho, sn2 = grid_state(np.linspace(0.0, np.pi, 41))
+    sb = np.linspace(0.6, 1.7, rho.size)
+    base = run_tile(dual, 1.1, sb, rho, sn2)
+    other = run_tile(dual, 0.3, sb[::-1] * 2.5, rho, sn2)
+    same = all(np.array_equal(a, b) for a, b in zip(base[1:], other[1:]))
+    assert same == (not dual.tile_reads_points)

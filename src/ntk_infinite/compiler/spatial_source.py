@@ -209,18 +209,28 @@ _FULL_CASE = '''            elif op == {code}:
                 {fname}(rho, sn2, t, I0 * P, J0 * P, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], PP1[l], PP2[l], PRM[l],
                         want_ntk)'''
 
+# A tile that reads no per-point array maps all positions of the tile in one call, as rows of
+# bi·bj entries (long rows vectorise better than the bj of one tile row).
+_DIAG_STACKED_CASE = '''            elif op == {code}:
+                {fname}(rho.reshape((P, bi * bj)), sn2.reshape((P, bi * bj)),
+                        t.reshape((P, bi * bj)) if want_ntk else t[0], 0, 0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1],
+                        PP1[l], PP2[l], PRM[l], want_ntk)'''
+
 _DIAG_CASE = '''            elif op == {code}:
                 for p in range(P):
                     {fname}(rho[p], sn2[p], t[p] if want_ntk else t[0], p * n1 + I0, p * n2 + J0, SQ1[l], SQ2[l],
                             SQ1[l + 1], SQ2[l + 1], PP1[l], PP2[l], PRM[l], want_ntk)'''
 
 
-def build_spatial_source(header: str, dual_sources: list[tuple[int, str, str]]) -> str:
+def build_spatial_source(header: str, dual_sources: list[tuple[int, str, str]], stacked=frozenset()) -> str:
     """Module source of both spatial drivers for the given duals (op code, name, tile source);
-    ``header`` is the dense engine's header (prelude, affine and store tiles)."""
+    ``header`` is the dense engine's header (prelude, affine and store tiles). ``stacked``: op
+    codes of tiles that read no per-point array (``Dual.tile_reads_points`` false), which the
+    diagonal driver applies to all positions of a tile at once."""
     parts = [header, _PRELUDE, tile_imports(dual_sources)]
     full = "\n".join(_FULL_CASE.format(code=c, fname=f) for c, f, _ in dual_sources)
-    diag = "\n".join(_DIAG_CASE.format(code=c, fname=f) for c, f, _ in dual_sources)
+    diag = "\n".join((_DIAG_STACKED_CASE if c in stacked else _DIAG_CASE).format(code=c, fname=f)
+                     for c, f, _ in dual_sources)
     parts.append(_FULL.replace("__FULL_DISPATCH__", full))
     parts.append(_DIAG.replace("__DIAG_DISPATCH__", diag))
     return "".join(parts)

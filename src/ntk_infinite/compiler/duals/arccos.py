@@ -253,6 +253,9 @@ class ArcCosineDual(Dual):
         self.gamma = 2.0 * a_neg * b_pos / S
         self.key = f"arccos{n}"
         self.homogeneous_degree = n
+        # Degree 1 (ReLU, leaky ReLU, |x|): the normalised map needs no variance; degree 0 reads
+        # them for zero-variance points, degree ≥ 2 for the scale (q₁q₂)^((n−1)/2) of Ṫ.
+        self.tile_reads_points = n != 1
         self.layer = layer
         self._J0 = math.pi * float(arc_cosine_parts(n)[0].subs(_C, 1))
         self._J0m = math.pi * float(arc_cosine_parts(n - 1)[0].subs(_C, 1)) if n >= 1 else 0.0
@@ -325,7 +328,7 @@ class ArcCosineDual(Dual):
 
     # ----- generated tile function --------------------------------------------------------
     def tile_source(self, name: str) -> str:
-        return cached_text(f"arccos-tile-v7|{self.degree}|{name}", lambda: _generate_arccos(self.degree, name))
+        return cached_text(f"arccos-tile-v8|{self.degree}|{name}", lambda: _generate_arccos(self.degree, name))
 
 
 def _arccos_tables(n: int) -> SimpleNamespace:
@@ -352,8 +355,8 @@ def _arccos_tables(n: int) -> SimpleNamespace:
     return SimpleNamespace(n=n, A=A, B=B, sw_pi=sw_pi, rn_mid=rn_mid, G_mid=G_mid, fix_hi=fix_hi, fix_lo=fix_lo)
 
 
-def _angle_lines(t, ind):
-    lines = [ind + "co = rin[b]", ind + "s = math.sqrt(sin2[b])"]
+def _angle_lines(t, ind, src=("rr", "ss"), k="b"):
+    lines = [ind + f"co = {src[0]}[{k}]", ind + f"s = math.sqrt({src[1]}[{k}])"]
     if t.n == 0:
         # Degree 0 (steps) maps θ to θ' ~ √θ, so angles below the rounding level of the
         # inputs are snapped to 0 rather than amplified. A zero-variance input (the
@@ -386,12 +389,12 @@ def _closed_entry_lines(t, ind, with_ntk):
             lines += [ind + "tt[b] = 0.0"]
         else:
             lines += emit_assignments([("gg", t.G_mid)], ind, "_g")
-            lines += [ind + "td = gsc * gg"] + _scale_lines(t, ind) + [ind + "tt[b] = tin[b] * td"]
+            lines += [ind + "td = gsc * gg"] + _scale_lines(t, ind) + [ind + "tt[b] = tt[b] * td"]
     return lines
 
 
 def _exact_entry_lines(t, ind):
-    lines = _angle_lines(t, ind) + [
+    lines = _angle_lines(t, ind, ("rin", "sin2"), "k") + [
         ind + f"if theta < {SERIES_SWITCH!r}:",
         ind + "    " + _horner("sa_", t.A, "theta"),
         ind + "    " + _horner("sb_", t.B, "theta"),
@@ -431,16 +434,18 @@ def _exact_entry_lines(t, ind):
         lines += emit_assignments([("gg", t.G_mid)], ind + "        ", "_g")
     else:
         lines += emit_assignments([("gg", t.G_mid)], ind + "    ", "_g")
-    return lines + [ind + "    td = gsc * gg"] + _scale_lines(t, ind + "    ") + [ind + "    tt[b] = tin[b] * td"]
+    return lines + [ind + "    td = gsc * gg"] + _scale_lines(t, ind + "    ") + [ind + "    tt[b] = tin[k] * td"]
 
 
 def _generate_arccos(n: int, name: str) -> str:
     """Numba source of the tile function of the order-n two-sided arc-cosine dual.
 
-    Two loops per tile row, so the common case vectorises (duals/base.py): a branch-free
-    main loop over row views evaluates the closed form for every entry, then a scalar
-    fix-up loop re-evaluates the few entries whose angle is within the Taylor switch of 0
-    or π with the series branches, from a copy of the row's input state.
+    Three loops per tile row, so the common case vectorises (duals/base.py): a scan saves
+    the input state of the few entries whose angle is within the Taylor switch of 0 or π,
+    a branch-free main loop over row views evaluates the closed form for every entry in
+    place, then a scalar fix-up loop re-evaluates the saved entries with the series branches.
+    (Saving only those entries, rather than copying every row first, removes three loads and
+    three stores per entry.)
     """
     t = _arccos_tables(n)
     ind = " " * 12
@@ -462,26 +467,30 @@ def _generate_arccos(n: int, name: str) -> str:
         "        rr = rho[a]",
         "        ss = sn2[a]",
         "        tt = t[a] if want_ntk else tin",
+        # Angles near 0 or pi: saved here, redone by the Taylor branches after the main loop
+        # (rare off the diagonal). A conditional body inside the main loop would be
+        # vectorised by predication, i.e. executed for every entry (measured 3x slower).
+        # A vectorised count first: most rows have none, and the compacting scan is scalar.
+        "        m = 0",
         "        for b in range(bj):",
-        "            rin[b] = rr[b]",
-        "            sin2[b] = ss[b]",
-        "        if want_ntk:",
+        f"            m += 1 if (rr[b] > {t.fix_hi!r} or rr[b] < {t.fix_lo!r}) else 0",
+        "        if m > 0:",
+        "            m = 0",
         "            for b in range(bj):",
-        "                tin[b] = tt[b]",
+        f"                if rr[b] > {t.fix_hi!r} or rr[b] < {t.fix_lo!r}:",
+        "                    fix[m] = b",
+        "                    rin[m] = rr[b]",
+        "                    sin2[m] = ss[b]",
+        "                    if want_ntk:",
+        "                        tin[m] = tt[b]",
+        "                    m += 1",
+        "        if want_ntk:",
         "            for b in range(bj):",
     ]
     lines += _closed_entry_lines(t, ind + "    ", True)
     lines += ["        else:", "            for b in range(bj):"]
     lines += _closed_entry_lines(t, ind + "    ", False)
     lines += [
-        # Angles near 0 or pi: the Taylor branches, entry by entry (rare off the diagonal).
-        # Indices are collected first: a conditional body inside the scan would be
-        # vectorised by predication, i.e. executed for every entry (measured 3x slower).
-        "        m = 0",
-        "        for b in range(bj):",
-        f"            if rin[b] > {t.fix_hi!r} or rin[b] < {t.fix_lo!r}:",
-        "                fix[m] = b",
-        "                m += 1",
         "        for k in range(m):",
         "            b = fix[k]",
     ]

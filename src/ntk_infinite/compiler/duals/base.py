@@ -109,6 +109,10 @@ class Dual(abc.ABC, metaclass=_FrozenAfterInit):
     #: in the variances, and the engine may pass variances in units of a power of 4, see
     #: :func:`ntk_infinite.evaluate.engine.point_pass`); None when the dual needs the actual variances.
     homogeneous_degree: int | None = None
+    #: False when the tile function reads none of its per-point arguments (sqa, sqb, their
+    #: outputs, P1, P2): its map depends on (ρ, sin²θ, Θ) alone, so the diagonal spatial driver
+    #: may apply it to all positions of a tile in one call rather than one call per position.
+    tile_reads_points: bool = True
     #: The architecture role (see :mod:`ntk_infinite.compiler.steps`); an activation has no
     #: trainable w_std/b_std.
     role = "activation"
