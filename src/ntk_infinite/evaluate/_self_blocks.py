@@ -79,8 +79,9 @@ class SelfBlocks:
             # The jitted maps release the GIL, so images split over threads run in parallel;
             # each thread has its own workspace and writes only its own images' rows.
             W = np.empty((FULL_SLOTS, self.F.shape[1] ** 2))
+            states = np.empty((2, 3, self.F.shape[1] ** 2))  # reused by every image and layer
             for i in range(first, stop):
-                rho, sn2, t = self._advance(i, l, sq, data, params, W)
+                rho, sn2, t = self._advance(i, l, sq, data, params, W, states)
                 pooled_variances(rho, sq[l], i * Pi, m.table, m.divisor, q_out[i])
                 sq_out[i * Po:(i + 1) * Po] = np.sqrt(q_out[i])
                 nr, ns = np.empty((Po, Po)), np.empty((Po, Po))
@@ -104,16 +105,26 @@ class SelfBlocks:
         self.start = l + 1
         return q_out, td_out
 
-    def _advance(self, i, l_pool, sq, data, params, W):
-        """Image i's block in normalised form (ρ, sin²θ, Θ) just before step ``l_pool``."""
+    def _advance(self, i, l_pool, sq, data, params, W, states):
+        """Image i's block in normalised form (ρ, sin²θ, Θ) just before step ``l_pool``, in
+        views of ``states`` (two state sets that the steps alternate between: fresh arrays per
+        layer cost more in page faults than the layer's arithmetic)."""
         want_ntk, plan = self.want_ntk, self.plan
+        cur = 0
+
+        def state(P):
+            rho, sn2, t = (states[cur, j, :P * P].reshape((P, P)) for j in range(3))
+            return rho, sn2, (t if want_ntk else self.dummy)
+
         if self.stored is None:
             P = self.F.shape[1]
-            rho, sn2 = np.empty((P, P)), np.empty((P, P))
-            t = np.empty((P, P)) if want_ntk else self.dummy
+            rho, sn2, t = state(P)
             init_full(rho, sn2, t, self.F, self.inv, self.V, i, i, 1, 1, P, want_ntk)
         else:
-            rho, sn2, t = (a.copy() for a in self.stored[i])
+            P = self.stored[i][0].shape[0]
+            rho, sn2, t = state(P)
+            for dst, src in zip((rho, sn2, t), self.stored[i]):
+                dst[...] = src
         stack = []  # open parallel blocks: [the fork's state, the running sum]
         for l in range(self.start, l_pool):
             step, m = self.program.steps[l], plan.maps[l]
@@ -131,8 +142,8 @@ class SelfBlocks:
                     norm_full(t, data[l][0], data[l][0], i, i, 1, 1, Pi)
                 continue
             Po = int(plan.pout[l])
-            nr, ns = np.empty((Po, Po)), np.empty((Po, Po))
-            nt = np.empty((Po, Po)) if want_ntk else self.dummy
+            cur = 1 - cur
+            nr, ns, nt = state(Po)
             AXM, AXT, AXR, AXN, GRID = plan.axes
             conv_full(rho, sn2, t, nr, ns, nt, W, m.table, m.divisor, Pi, Po, sq[l], sq[l], sq[l + 1],
                       sq[l + 1], i, i, 1, 1, plan.wb[l, 0], plan.wb[l, 1], plan.wb[l, 2], plan.wb[l, 3],
