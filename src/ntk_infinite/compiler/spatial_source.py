@@ -47,8 +47,11 @@ def full_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
         t = work_view(W, 2, bi * P0, bj * P0) if want_ntk else dummy
         init_full(rho, sn2, t, X1, inv1, V2, I0, J0, bi, bj, P0, want_ntk)
         P = P0
+        t_zero = True  # Θ stays 0 until the first affine step
         for l in range(L):
             op = ops[l]
+            if op == 0 or op == OP_FORK or op == OP_JOIN:
+                t_zero = False
             if op == 0:
                 if wb[l, 2] != 0.0:
                     affine_standard_tile(rho, sn2, t, I0, J0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], wb[l, 0],
@@ -94,7 +97,8 @@ def full_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
                 if op != -2:
                     conv_full(rho, sn2, t, nr, ns, nt, W, tab, kdiv[l], P, Po, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1],
                               I0, J0, bi, bj, wb[l, 0], wb[l, 1], wb[l, 2], wb[l, 3], want_ntk,
-                              AXM[l], AXT[l], AXR[l], AXN[l], GRID[l])
+                              AXM[l], AXT[l], AXR[l], AXN[l], GRID[l], t_zero)
+                    t_zero = False
                 else:
                     pool_full(rho, sn2, t, nr, ns, nt, tab, kdiv[l], P, Po, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1],
                               I0, J0, bi, bj, want_ntk)
@@ -144,8 +148,11 @@ def diag_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
         t = W[2, :P0 * bi * bj].reshape((P0, bi, bj)) if want_ntk else dummy
         init_diag(rho, sn2, t, X1, inv1, V2, n2, I0, J0, bi, bj, P0, want_ntk)
         P = P0
+        t_zero = True  # Θ stays 0 until the first affine step
         for l in range(L):
             op = ops[l]
+            if op == 0 or op == OP_FORK or op == OP_JOIN:
+                t_zero = False
             if op == 0:
                 if wb[l, 2] != 0.0:
                     affine_standard_tile(rho[0], sn2[0], t[0], I0, J0, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1],
@@ -196,7 +203,8 @@ def diag_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
                 nt = W[cur + 2, :m].reshape((Po, bi, bj)) if want_ntk else dummy
                 conv_diag(rho, sn2, t, nr, ns, nt, W[6, :P * bi * bj].reshape((P, bi * bj)), tabs[l, :Po, :int(kdiv[l])], kdiv[l],
                           n1, n2, SQ1[l], SQ2[l], SQ1[l + 1], SQ2[l + 1], I0, J0, bi, bj, wb[l, 0], wb[l, 1], wb[l, 2],
-                          wb[l, 3], want_ntk)
+                          wb[l, 3], want_ntk, t_zero)
+                t_zero = False
                 rho = nr
                 sn2 = ns
                 t = nt

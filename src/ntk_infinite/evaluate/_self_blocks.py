@@ -126,10 +126,12 @@ class SelfBlocks:
             for dst, src in zip((rho, sn2, t), self.stored[i]):
                 dst[...] = src
         stack = []  # open parallel blocks: [the fork's state, the running sum]
+        t_zero = self.stored is None  # Θ of the inputs is 0 until the first affine step
         for l in range(self.start, l_pool):
             step, m = self.program.steps[l], plan.maps[l]
             Pi = int(plan.pin[l])
             if isinstance(step, (ForkStep, JoinStep)):
+                t_zero = False
                 rho, sn2, t = self._branch_step(step, stack, rho, sn2, t, i * Pi, sq[l], data[l], params[l])
                 continue
             if isinstance(step, Dual):
@@ -147,7 +149,8 @@ class SelfBlocks:
             AXM, AXT, AXR, AXN, GRID = plan.axes
             conv_full(rho, sn2, t, nr, ns, nt, W, m.table, m.divisor, Pi, Po, sq[l], sq[l], sq[l + 1],
                       sq[l + 1], i, i, 1, 1, plan.wb[l, 0], plan.wb[l, 1], plan.wb[l, 2], plan.wb[l, 3],
-                      want_ntk, AXM[l], AXT[l], AXR[l], AXN[l], GRID[l])
+                      want_ntk, AXM[l], AXT[l], AXR[l], AXN[l], GRID[l], t_zero)
+            t_zero = False
             rho, sn2, t = nr, ns, nt
         return rho, sn2, t
 

@@ -194,10 +194,11 @@ FULL_SLOTS = 10
 
 @nb.njit(nogil=True, **JIT_OPTIONS)
 def conv_full(rho, sn2, t, nr, ns, nt, W, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, w2, b2, ta, tb,
-              want_ntk, meta, axtab, runs, nruns, grid):
+              want_ntk, meta, axtab, runs, nruns, grid, t_zero):
     """Same-offset sum on a full tile (bi·Pi, bj·Pi) -> (bi·Po, bj·Po) into (nr, ns, nt),
     per-point arrays image-major. The covariances c = ρ√q₁√q₂ and Θ are summed axis by axis
-    (:func:`axis_pass_full`) through workspace rows 6–9, then normalised (:func:`normalise_full`)."""
+    (:func:`axis_pass_full`) through workspace rows 6–9, then normalised (:func:`normalise_full`).
+    ``t_zero``: Θ is 0 (no affine layer yet), so are its sums: they are not computed."""
     rows = bi * Pi
     cols = bj * Pi
     c = work_view(W, 6, rows, cols)
@@ -240,7 +241,7 @@ def conv_full(rho, sn2, t, nr, ns, nt, W, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o
         else:
             axis_pass_full(src_c, dst_c, bi, bj, outer, n_in, m_out, inner, tab_d, runs[d], nruns[d])
         src_c = dst_c
-        if want_ntk:
+        if want_ntk and not t_zero:
             dst_t = nt if d == 0 else work_view(W, t_slot, bi * P_new, bj * P_new)
             if shifted:
                 shift_pass_full(src_t, dst_t, bi, outer, n_in, tab_d, shifts, masks)
@@ -248,6 +249,8 @@ def conv_full(rho, sn2, t, nr, ns, nt, W, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o
                 axis_pass_full(src_t, dst_t, bi, bj, outer, n_in, m_out, inner, tab_d, runs[d], nruns[d])
             src_t = dst_t
         shape[d] = m_out
+    if want_ntk and t_zero:
+        nt[:, :] = 0.0
     normalise_full(rho, sn2, t, nr, nt, ns, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj,
                    w2, b2, ta, tb, want_ntk)
 
@@ -482,11 +485,11 @@ def normalise_full(rho, sn2, t, sc, st, out_s, tab, k, Pi, Po, sqa, sqb, sqa_o, 
 
 @nb.njit(**JIT_OPTIONS)
 def conv_diag(rho, sn2, t, nr, ns, nt, c, tab, k, n1, n2, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, w2, b2, ta, tb,
-              want_ntk):
+              want_ntk, t_zero):
     """Same-offset sum on a diagonal tile (Pi, bi, bj) -> (Po, bi, bj) into (nr, ns, nt), per-point
     arrays position-major; ``c`` a (Pi, bi·bj) work array. Only same-position entries are read,
     so output slice u is the sum of the input slices tab[u, o] (contiguous adds), normalised as
-    in :func:`normalise_full`."""
+    in :func:`normalise_full`. ``t_zero``: Θ is 0, so are its sums (not computed)."""
     Pi = rho.shape[0]
     Po = tab.shape[0]
     m = bi * bj
@@ -503,7 +506,10 @@ def conv_diag(rho, sn2, t, nr, ns, nt, c, tab, k, n1, n2, sqa, sqb, sqa_o, sqb_o
     ot = nt.reshape(Po, m) if want_ntk else tf
     slice_sums(c, oc, tab)
     if want_ntk:
-        slice_sums(tf, ot, tab)
+        if t_zero:
+            ot[:, :] = 0.0
+        else:
+            slice_sums(tf, ot, tab)
     out_s = ns.reshape(Po, m)
     qa = np.empty(bi)
     qb = np.empty(bj)
