@@ -37,10 +37,10 @@ CASES = {
     # Five offsets on the last axis (two groups of the grouped shift sums), an even SAME filter
     # (unequal padding), several images per tile row: the full layout's shifted-row paths.
     "2d-wide-gap": (
-        [nk.Conv(filter_shape=(3, 5), padding="SAME", w_std=1.5, b_std=0.1), nk.ReLU(),
-         nk.Conv(filter_shape=(1, 4), padding="SAME", w_std=1.3, b_std=0.2), nk.ReLU(), nk.GlobalAvgPool(),
+        [nk.Conv(filter_shape=(1, 4), padding="SAME", w_std=1.5, b_std=0.1), nk.ReLU(),
+         nk.Conv(filter_shape=(3, 5), padding="SAME", w_std=1.3, b_std=0.2), nk.ReLU(), nk.GlobalAvgPool(),
          nk.Dense(w_std=1.1)],
-        [("conv", (3, 5), (1, 1), "SAME", 1.5, 0.1), ("relu",), ("conv", (1, 4), (1, 1), "SAME", 1.3, 0.2),
+        [("conv", (1, 4), (1, 1), "SAME", 1.5, 0.1), ("relu",), ("conv", (3, 5), (1, 1), "SAME", 1.3, 0.2),
          ("relu",), ("gap",), ("dense", 1.1, 0.0)], (3, 6, 2)),
     "2d-pool-flatten": (
         [nk.Conv(filter_shape=(2, 3), w_std=1.4, b_std=0.2), nk.ReLU(),

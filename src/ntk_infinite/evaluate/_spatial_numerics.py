@@ -236,17 +236,17 @@ def conv_full(rho, sn2, t, nr, ns, nt, W, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o
         if shifted:
             masks = shift_masks(tab_d, bj * outer * n_in)
         dst_c = nr if d == 0 else work_view(W, c_slot, bi * P_new, bj * P_new)
+        with_t = want_ntk and not t_zero
+        dst_t = (nt if d == 0 else work_view(W, t_slot, bi * P_new, bj * P_new)) if with_t else dst_c
         if shifted:
-            shift_pass_full(src_c, dst_c, bi, outer, n_in, tab_d, shifts, masks)
+            shift_pass_full(src_c, dst_c, src_t if with_t else src_c, dst_t, with_t, bi, outer, n_in, tab_d, shifts,
+                            masks)
         else:
             axis_pass_full(src_c, dst_c, bi, bj, outer, n_in, m_out, inner, tab_d, runs[d], nruns[d])
-        src_c = dst_c
-        if want_ntk and not t_zero:
-            dst_t = nt if d == 0 else work_view(W, t_slot, bi * P_new, bj * P_new)
-            if shifted:
-                shift_pass_full(src_t, dst_t, bi, outer, n_in, tab_d, shifts, masks)
-            else:
+            if with_t:
                 axis_pass_full(src_t, dst_t, bi, bj, outer, n_in, m_out, inner, tab_d, runs[d], nruns[d])
+        src_c = dst_c
+        if with_t:
             src_t = dst_t
         shape[d] = m_out
     if want_ntk and t_zero:
@@ -337,13 +337,14 @@ def shift_masks(tab, length):
 
 
 @nb.njit(**JIT_OPTIONS)
-def shift_pass_full(src, dst, bi, outer, n, tab, shifts, masks):
+def shift_pass_full(src, dst, src_t, dst_t, with_t, bi, outer, n, tab, shifts, masks):
     """:func:`axis_pass_full` on the last axis (inner = 1) when every offset is a pure shift
-    (:func:`pure_shifts`). A tile row's columns x = (b, o', v) are flat, so offset k adds
-    masks[k, x]·src[x + s_k] over the whole row in one vectorised loop (the mask is 0 where
-    v + s_k leaves the image), where the runs of :func:`axis_pass_full` are one short loop per
-    image row (2.1× slower for 16×16 images). Offsets are added three at a time, as in
-    :func:`slice_sums`; a mask of 0 or 1 multiplies exactly."""
+    (:func:`pure_shifts`), of the covariances and (``with_t``) of Θ in the same loops. A tile
+    row's columns x = (b, o', v) are flat, so offset k adds masks[k, x]·src[x + s_k] over the
+    whole row in one vectorised loop (the mask is 0 where v + s_k leaves the image), where the
+    runs of :func:`axis_pass_full` are one short loop per image row (2.1× slower for 16×16
+    images). Offsets are added three at a time, as in :func:`slice_sums`; a mask of 0 or 1
+    multiplies exactly."""
     K = tab.shape[1]
     P = outer * n
     L = dst.shape[1]
@@ -352,7 +353,7 @@ def shift_pass_full(src, dst, bi, outer, n, tab, shifts, masks):
     for a in range(bi):
         for o1 in range(outer):
             for u in range(n):
-                drow = dst[a * P + o1 * n + u]
+                r = a * P + o1 * n + u
                 count = 0
                 for kk in range(K):
                     if tab[u, kk] >= 0:
@@ -361,56 +362,86 @@ def shift_pass_full(src, dst, bi, outer, n, tab, shifts, masks):
                         count += 1
                 if count == 0:
                     for x in range(L):
-                        drow[x] = 0.0
+                        dst[r, x] = 0.0
+                        dst_t[r, x] = 0.0
                 g = 0
                 while g < count:
-                    _shift_group(drow, src, rows, ks, shifts, masks, g, count, L)
+                    _shift_group(dst[r], src, dst_t[r], src_t, with_t, rows, ks, shifts, masks, g, count, L)
                     g += 3
 
 
 @nb.njit(**JIT_INLINE)
-def _shift_group(drow, src, rows, ks, shifts, masks, g, count, L):
+def _shift_group(drow, src, trow, src_t, with_t, rows, ks, shifts, masks, g, count, L):
     """Offsets g, g+1, g+2 (fewer at the end: weight 0) of :func:`shift_pass_full` into ``drow``
-    (assigned for the first group, added after)."""
+    and (``with_t``) ``trow``, assigned for the first group, added after."""
     k0 = ks[g]
     k1 = ks[g + 1] if g + 1 < count else k0
     k2 = ks[g + 2] if g + 2 < count else k0
     w1 = 1.0 if g + 1 < count else 0.0
     w2 = 1.0 if g + 2 < count else 0.0
-    r0 = src[rows[g]]
-    r1 = src[rows[g + 1]] if g + 1 < count else r0
-    r2 = src[rows[g + 2]] if g + 2 < count else r0
+    i0 = rows[g]
+    i1 = rows[g + 1] if g + 1 < count else i0
+    i2 = rows[g + 2] if g + 2 < count else i0
     s0 = shifts[k0]
     s1 = shifts[k1]
     s2 = shifts[k2]
     lo = max(max(0, -s0), max(-s1, -s2))
     hi = min(min(L, L - s0), min(L - s1, L - s2))
     hi = max(hi, lo)
-    # Views: non-negative loop indices, so the loop vectorises.
+    # Views: non-negative loop indices, so the loops vectorise.
     d_ = drow[lo:hi]
-    a0 = r0[lo + s0:hi + s0]
-    a1 = r1[lo + s1:hi + s1]
-    a2 = r2[lo + s2:hi + s2]
+    a0 = src[i0, lo + s0:hi + s0]
+    a1 = src[i1, lo + s1:hi + s1]
+    a2 = src[i2, lo + s2:hi + s2]
     m0 = masks[k0, lo:hi]
     m1 = masks[k1, lo:hi]
     m2 = masks[k2, lo:hi]
-    if g == 0:
+    if with_t:
+        e_ = trow[lo:hi]
+        b0 = src_t[i0, lo + s0:hi + s0]
+        b1 = src_t[i1, lo + s1:hi + s1]
+        b2 = src_t[i2, lo + s2:hi + s2]
+        if g == 0:
+            for x in range(hi - lo):
+                f0 = m0[x]
+                f1 = w1 * m1[x]
+                f2 = w2 * m2[x]
+                d_[x] = f0 * a0[x] + f1 * a1[x] + f2 * a2[x]
+                e_[x] = f0 * b0[x] + f1 * b1[x] + f2 * b2[x]
+        else:
+            for x in range(hi - lo):
+                f0 = m0[x]
+                f1 = w1 * m1[x]
+                f2 = w2 * m2[x]
+                d_[x] += f0 * a0[x] + f1 * a1[x] + f2 * a2[x]
+                e_[x] += f0 * b0[x] + f1 * b1[x] + f2 * b2[x]
+    elif g == 0:
         for x in range(hi - lo):
-            d_[x] = m0[x] * a0[x] + w1 * (m1[x] * a1[x]) + w2 * (m2[x] * a2[x])
+            d_[x] = m0[x] * a0[x] + (w1 * m1[x]) * a1[x] + (w2 * m2[x]) * a2[x]
     else:
         for x in range(hi - lo):
-            d_[x] += m0[x] * a0[x] + w1 * (m1[x] * a1[x]) + w2 * (m2[x] * a2[x])
+            d_[x] += m0[x] * a0[x] + (w1 * m1[x]) * a1[x] + (w2 * m2[x]) * a2[x]
     for e in range(lo + L - hi):  # the few columns at the row's ends, where some x + s leaves it
         x = e if e < lo else hi + (e - lo)
-        acc = r0[x + s0] if masks[k0, x] != 0.0 else 0.0
-        if w1 != 0.0 and masks[k1, x] != 0.0:
-            acc += r1[x + s1]
-        if w2 != 0.0 and masks[k2, x] != 0.0:
-            acc += r2[x + s2]
-        if g == 0:
-            drow[x] = acc
-        else:
-            drow[x] += acc
+        _shift_edge(drow, src, x, i0, i1, i2, s0, s1, s2, masks[k0, x], w1 * masks[k1, x], w2 * masks[k2, x], g)
+        if with_t:
+            _shift_edge(trow, src_t, x, i0, i1, i2, s0, s1, s2, masks[k0, x], w1 * masks[k1, x],
+                        w2 * masks[k2, x], g)
+
+
+@nb.njit(**JIT_INLINE)
+def _shift_edge(drow, src, x, i0, i1, i2, s0, s1, s2, f0, f1, f2, g):
+    """One column of :func:`_shift_group` near a row end: offsets whose factor is 0 are not read
+    (their x + s may leave the row)."""
+    acc = src[i0, x + s0] if f0 != 0.0 else 0.0
+    if f1 != 0.0:
+        acc += src[i1, x + s1]
+    if f2 != 0.0:
+        acc += src[i2, x + s2]
+    if g == 0:
+        drow[x] = acc
+    else:
+        drow[x] += acc
 
 
 @nb.njit(**JIT_INLINE)

@@ -328,7 +328,7 @@ class ArcCosineDual(Dual):
 
     # ----- generated tile function --------------------------------------------------------
     def tile_source(self, name: str) -> str:
-        return cached_text(f"arccos-tile-v8|{self.degree}|{name}", lambda: _generate_arccos(self.degree, name))
+        return cached_text(f"arccos-tile-v9|{self.degree}|{name}", lambda: _generate_arccos(self.degree, name))
 
 
 def _arccos_tables(n: int) -> SimpleNamespace:
@@ -378,11 +378,11 @@ def _scale_lines(t, ind):  # (q1 q2)^((n-1)/2) of the NTK factor
 def _closed_entry_lines(t, ind, with_ntk):
     lines = _angle_lines(t, ind)
     lines += emit_assignments([("rn", t.rn_mid)], ind, "_m")
+    # Outside the fix-up ranges |ρ'| stays at least 1e-4 below 1, so no clamp is needed here
+    # (entries inside them are redone, and clamped, by the fix-up loop).
     lines += [
-        ind + "om = max(1.0 - rn, 0.0)",
-        ind + "op = max(1.0 + rn, 0.0)",
-        ind + "rr[b] = min(max(rn, -1.0), 1.0)",
-        ind + "ss[b] = min(om * op, 1.0)",
+        ind + "rr[b] = rn",
+        ind + "ss[b] = min((1.0 - rn) * (1.0 + rn), 1.0)",
     ]
     if with_ntk:
         if t.n == 0:
