@@ -483,13 +483,12 @@ def normalise_full(rho, sn2, t, sc, st, out_s, tab, k, Pi, Po, sqa, sqb, sqa_o, 
         crow = sc[r]
         srow = out_s[r]
         trow = st[r] if want_ntk else st[0]
-        if want_ntk:
-            for col in range(bj * Po):
-                trow[col] = w2 * (trow[col] * ik) + ta * (crow[col] * ik) + tb
         near = 0
         for col in range(bj * Po):
             q2 = qb[col]
             s = crow[col]
+            if want_ntk:  # loop-invariant: LLVM keeps two versions of the loop
+                trow[col] = w2 * (trow[col] * ik) + ta * (s * ik) + tb
             det = q1 * q2 - s * s
             g = det - NEAR_COLLINEAR * (q1 * q2)
             gap[col] = g
@@ -558,10 +557,7 @@ def conv_diag(rho, sn2, t, nr, ns, nt, c, tab, k, n1, n2, sqa, sqb, sqa_o, sqb_o
             ib[b] = reciprocal(sqb_o[u * n2 + J0 + b])
         crow = oc[u]
         srow = out_s[u]
-        if want_ntk:
-            trow = ot[u]
-            for x in range(m):
-                trow[x] = w2 * (trow[x] * ik) + ta * (crow[x] * ik) + tb
+        trow = ot[u] if want_ntk else ot[0]
         near = 0
         for a in range(bi):
             q1 = qa[a]
@@ -569,9 +565,12 @@ def conv_diag(rho, sn2, t, nr, ns, nt, c, tab, k, n1, n2, sqa, sqb, sqa_o, sqb_o
             ca = crow[a * bj:(a + 1) * bj]
             sa = srow[a * bj:(a + 1) * bj]
             ga = gap[a * bj:(a + 1) * bj]
+            tr = trow[a * bj:(a + 1) * bj] if want_ntk else trow[:bj]
             for b in range(bj):
                 q2 = qb[b]
                 sm = ca[b]
+                if want_ntk:  # loop-invariant: LLVM keeps two versions of the loop
+                    tr[b] = w2 * (tr[b] * ik) + ta * (sm * ik) + tb
                 det = q1 * q2 - sm * sm
                 g = det - NEAR_COLLINEAR * (q1 * q2)
                 ga[b] = g
