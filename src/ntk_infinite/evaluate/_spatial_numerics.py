@@ -265,16 +265,35 @@ def axis_pass_full(src, dst, bi, bj, outer, n_in, m_out, inner, tab, runs, nruns
     K = tab.shape[1]
     Pin = outer * n_in * inner
     Pout = outer * m_out * inner
+    # An offset whose one run covers every output position (the centre of a SAME filter) is
+    # copied rather than added to zeros: one pass less over each row.
+    first = -1
+    for kk in range(K):
+        if first < 0 and nruns[kk] == 1 and runs[kk, 0, 0] == 0 and runs[kk, 0, 1] == m_out and runs[kk, 0, 3] == 1:
+            first = kk
     for a in range(bi):
         for o1 in range(outer):
             for u in range(m_out):
                 for i1 in range(inner):
                     drow = dst[a * Pout + (o1 * m_out + u) * inner + i1]
-                    for x in range(drow.shape[0]):
-                        drow[x] = 0.0
+                    copied = first >= 0 and tab[u, first] >= 0
+                    if copied:
+                        srow = src[a * Pin + (o1 * n_in + tab[u, first]) * inner + i1]
+                        s0 = runs[first, 0, 2]
+                        for b in range(bj):
+                            for o2 in range(outer):
+                                dbase = b * Pout + o2 * m_out * inner
+                                sbase = b * Pin + (o2 * n_in + s0) * inner
+                                dv = drow[dbase:dbase + m_out * inner]
+                                sv = srow[sbase:sbase + m_out * inner]
+                                for x in range(m_out * inner):
+                                    dv[x] = sv[x]
+                    else:
+                        for x in range(drow.shape[0]):
+                            drow[x] = 0.0
                     for kk in range(K):
                         tu = tab[u, kk]
-                        if tu < 0:
+                        if tu < 0 or (copied and kk == first):
                             continue
                         srow = src[a * Pin + (o1 * n_in + tu) * inner + i1]
                         for b in range(bj):
