@@ -149,7 +149,7 @@ class SelfBlocks:
             AXM, AXT, AXR, AXN, GRID = plan.axes
             conv_full(rho, sn2, t, nr, ns, nt, W, m.table, m.divisor, Pi, Po, sq[l], sq[l], sq[l + 1],
                       sq[l + 1], i, i, 1, 1, plan.wb[l, 0], plan.wb[l, 1], plan.wb[l, 2], plan.wb[l, 3],
-                      want_ntk, AXM[l], AXT[l], AXR[l], AXN[l], GRID[l], t_zero)
+                      want_ntk, AXM[l], AXT[l], AXR[l], AXN[l], GRID[l], t_zero, True)
             t_zero = False
             rho, sn2, t = nr, ns, nt
         return rho, sn2, t

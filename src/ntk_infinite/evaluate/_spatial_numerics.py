@@ -194,11 +194,12 @@ FULL_SLOTS = 10
 
 @nb.njit(nogil=True, **JIT_OPTIONS)
 def conv_full(rho, sn2, t, nr, ns, nt, W, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj, w2, b2, ta, tb,
-              want_ntk, meta, axtab, runs, nruns, grid, t_zero):
+              want_ntk, meta, axtab, runs, nruns, grid, t_zero, self_pair=False):
     """Same-offset sum on a full tile (bi·Pi, bj·Pi) -> (bi·Po, bj·Po) into (nr, ns, nt),
     per-point arrays image-major. The covariances c = ρ√q₁√q₂ and Θ are summed axis by axis
     (:func:`axis_pass_full`) through workspace rows 6–9, then normalised (:func:`normalise_full`).
-    ``t_zero``: Θ is 0 (no affine layer yet), so are its sums: they are not computed."""
+    ``t_zero``: Θ is 0 (no affine layer yet), so are its sums: they are not computed.
+    ``self_pair``: the tile is one image with itself (see :func:`normalise_full`)."""
     rows = bi * Pi
     cols = bj * Pi
     c = work_view(W, 6, rows, cols)
@@ -252,7 +253,7 @@ def conv_full(rho, sn2, t, nr, ns, nt, W, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o
     if want_ntk and t_zero:
         nt[:, :] = 0.0
     normalise_full(rho, sn2, t, nr, nt, ns, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj,
-                   w2, b2, ta, tb, want_ntk)
+                   w2, b2, ta, tb, want_ntk, self_pair)
 
 
 @nb.njit(**JIT_OPTIONS)
@@ -480,11 +481,13 @@ def _summed_variances(sq, base, P, tab, out, count):
 
 @nb.njit(**JIT_OPTIONS)
 def normalise_full(rho, sn2, t, sc, st, out_s, tab, k, Pi, Po, sqa, sqb, sqa_o, sqb_o, I0, J0, bi, bj,
-                   w2, b2, ta, tb, want_ntk):
+                   w2, b2, ta, tb, want_ntk, self_pair=False):
     """(ρ', sin²θ', Θ') from the offset sums sc = Σ c, st = Σ Θ (overwritten by ρ' and Θ';
     sin²θ' into ``out_s``). sin²θ' from the Gram determinant q̃₁q̃₂ − c̃² where it is at least
     NEAR_COLLINEAR of q̃₁q̃₂ (a relative error ~1e-13); nearly collinear entries are redone from
-    the cancellation-free sums of :func:`_same_offset_entry`."""
+    the cancellation-free sums of :func:`_same_offset_entry`. ``self_pair``: one image with
+    itself, whose same-position entries are exactly collinear (ρ' = 1, sin²θ' = 0) and are set so
+    rather than redone."""
     K = tab.shape[1]
     qa = np.empty(bi * Po)
     qb = np.empty(bj * Po)
@@ -517,6 +520,11 @@ def normalise_full(rho, sn2, t, sc, st, out_s, tab, k, Pi, Po, sqa, sqb, sqa_o, 
             d_new = (w2 * w2) * (max(det, 0.0) * ik * ik) + (w2 * b2) * ((q1 + q2 - 2.0 * s) * ik)
             srow[col] = min(((d_new * ia) * ib) * (ia * ib), 1.0)
             crow[col] = min(max((c_new * ia) * ib, -1.0), 1.0)
+        if self_pair:
+            crow[r] = 1.0
+            srow[r] = 0.0
+            near -= 1 if gap[r] < 0.0 else 0
+            gap[r] = 0.0
         for col in range(bj * Po if near > 0 else 0):
             if gap[col] < 0.0:
                 a = r // Po
