@@ -354,11 +354,17 @@ def write_table(out_dir, quick: bool = False, *, n=None, cases=None, nt_python=N
         partial = len(rows) < len(keys)
         path.write_text(_render(rows, mach, quick, repeats, budget, flops_per_cycle, nt, command,
                                 time.perf_counter() - t_start, partial=partial))
+    if not skip_ours and not quick:
+        stream.write("[conv] kernel floors ...\n"); stream.flush()
+        from ._conv_floors import measure
+
+        path.write_text(_render(rows, mach, quick, repeats, budget, flops_per_cycle, nt, command,
+                                time.perf_counter() - t_start, floors=measure()))
     stream.write(f"[conv] raw measurements: {tmp / 'results.json'}\n")
     return path
 
 
-def _render(rows, mach, quick, repeats, budget, fpc, nt, command, seconds, partial=False) -> str:
+def _render(rows, mach, quick, repeats, budget, fpc, nt, command, seconds, partial=False, floors=None) -> str:
     ours_meta = next((r["ours"] for r in rows if r["ours"] and "error" not in r["ours"]), None)
     nt_meta = next((r["nt"] for r in rows if r["nt"] and "error" not in r["nt"]), None)
     clock = mach["clock_hz"]
@@ -405,6 +411,10 @@ def _render(rows, mach, quick, repeats, budget, fpc, nt, command, seconds, parti
     ]
     timing, notes = _timing_rows(rows, rate)
     lines += timing + _agreement_lines(rows)
+    if floors:
+        from ._conv_floors import floor_lines
+
+        lines += floor_lines(rows, floors, mach["cores"], DEPTH)
     if notes:
         lines += ["", "Failures:", ""] + [f"- {note}" for note in notes]
     loads = [res["load"] for r in rows for res in (r["ours"], r["nt"]) if res and "load" in res]
