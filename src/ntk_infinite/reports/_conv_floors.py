@@ -1,9 +1,9 @@
 """Kernel floors of the convolutional pair pass, for ``tables/conv.md``.
 
 Each jitted map of one layer (:mod:`ntk_infinite.evaluate._spatial_numerics` and ReLU's
-generated tile) timed alone, single-threaded, on the state of one tile of the benchmark's
-16×16 images, in a loop that keeps it in cache: what a layer costs per stored entry when
-nothing else runs. With the per-layer entries of a case this gives the time the pair pass
+generated tile) timed alone, single-threaded, called again and again on the state of one
+tile of the benchmark's 16×16 images: what a layer costs per stored entry when nothing else
+runs. With the per-layer entries of a case this gives the time the pair pass
 cannot beat without fewer operations per entry: ``floor s`` = entries × layers × (ReLU +
 convolution) / cores. The square root and the division that ReLU's angle needs are timed
 too, as the share of the divider unit.
@@ -105,7 +105,8 @@ def floor_lines(rows, floors, cores, depth) -> list:
     """The section of ``tables/conv.md``: the floors, and per 16×16 case the time they imply
     beside the measured time and neural-tangents' time / 20."""
     lines = ["", "## Kernel floors", "",
-             "Each map of one layer alone, one thread, on one tile's state kept in cache (16×16 images, 3×3 SAME; "
+             "Each map of one layer alone, one thread, called again and again on one tile's state of 256 × 256 "
+             "entries (16×16 images, 3×3 SAME; "
              "`ntk_infinite.reports._conv_floors`), in ns per stored entry: "
              + ", ".join(f"{k} {v:.2f}" for k, v in floors.items())
              + ". ReLU's angle needs one square root and one division per entry (`sqrt+div`). floor s: stored "
