@@ -177,13 +177,13 @@ def test_sympy_activation_equality_and_messages():
 
 # ------------------------------------------------------------------ routes
 @pytest.mark.parametrize("layer, cls, key", [
-    (nk.ReLU(), ArcCosineDual, "arccos1"),
+    (nk.ReLU(), ArcCosineDual, "arccos1p"),
     (nk.LeakyReLU(0.2), ArcCosineDual, "arccos1"),
     (nk.ABReLU(-1, 2), ArcCosineDual, "arccos1"),
     (nk.Abs(), ArcCosineDual, "arccos1"),
-    (nk.Step(), ArcCosineDual, "arccos0"),
+    (nk.Step(), ArcCosineDual, "arccos0p"),
     (nk.Sign(), ArcCosineDual, "arccos0"),
-    (nk.RectifiedMonomial(3), ArcCosineDual, "arccos3"),
+    (nk.RectifiedMonomial(3), ArcCosineDual, "arccos3p"),
     (nk.Monomial(3), PolynomialDual, "series"),
     (nk.Polynomial((1, 2)), PolynomialDual, "series"),
     (nk.Erf(), ClosedFormDual, "cf_erf"),
@@ -201,8 +201,8 @@ def test_sympy_activation_equality_and_messages():
     (nk.ELU(), QuadratureDual, "quadrature"),
     (nk.Activation(np.tanh), SeriesDual, "series"),
     (nk.Activation(np.abs, kinks=(0.0,)), QuadratureDual, "quadrature"),
-    (nk.Activation(sp.Max(x, 0)), ArcCosineDual, "arccos1"),
-    (nk.Activation(sp.Max(x, 0) ** 2), ArcCosineDual, "arccos2"),
+    (nk.Activation(sp.Max(x, 0)), ArcCosineDual, "arccos1p"),
+    (nk.Activation(sp.Max(x, 0) ** 2), ArcCosineDual, "arccos2p"),
     (nk.Activation(2 * sp.Heaviside(x) - 1), ArcCosineDual, "arccos0"),
     (nk.Activation(x**3 - x), PolynomialDual, "series"),
     (nk.Activation(sp.Max(x - 1, 0)), QuadratureDual, "quadrature"),

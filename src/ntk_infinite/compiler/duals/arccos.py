@@ -237,8 +237,9 @@ class ArcCosineDual(Dual):
     Notes
     -----
     T and Ṫ are given in the module docstring. The tile parameters are
-    ``(γ, 1 − γ, 1 + γ, n²S/(2π))``; the generated code depends on n only
-    (``key = "arccos{n}"``).
+    ``(γ, 1 − γ, 1 + γ, n²S/(2π))``; the generated code depends on n and on whether γ = 0
+    (``key = "arccos{n}"``, or ``"arccos{n}p"`` for the one-sided φ = b·max(x, 0)ⁿ, whose tile
+    drops the mirrored term J_n(π − θ) from its main loop: ReLU's tile 2.2 → 1.8 ns per entry).
     """
 
     route = "closed form (arc-cosine, sympy)"
@@ -251,7 +252,7 @@ class ArcCosineDual(Dual):
             raise ValueError("An arc-cosine dual needs a nonzero coefficient; both a' and b are 0.")
         self.a_neg, self.b_pos, self.S = a_neg, b_pos, S
         self.gamma = 2.0 * a_neg * b_pos / S
-        self.key = f"arccos{n}"
+        self.key = f"arccos{n}" + ("p" if self.gamma == 0.0 else "")
         self.homogeneous_degree = n
         # Degree 1 (ReLU, leaky ReLU, |x|): the normalised map needs no variance; degree 0 reads
         # them for zero-variance points, degree ≥ 2 for the scale (q₁q₂)^((n−1)/2) of Ṫ.
@@ -328,10 +329,12 @@ class ArcCosineDual(Dual):
 
     # ----- generated tile function --------------------------------------------------------
     def tile_source(self, name: str) -> str:
-        return cached_text(f"arccos-tile-v9|{self.degree}|{name}", lambda: _generate_arccos(self.degree, name))
+        one_sided = self.gamma == 0.0
+        return cached_text(f"arccos-tile-v9|{self.degree}|{one_sided}|{name}",
+                           lambda: _generate_arccos(self.degree, name, one_sided))
 
 
-def _arccos_tables(n: int) -> SimpleNamespace:
+def _arccos_tables(n: int, one_sided: bool = False) -> SimpleNamespace:
     """What the order-n tile writers need: the series tables, the closed forms of the middle
     branch, and the fix-up thresholds in cos θ."""
     A, B, sw_pi = _series_tables(n)
@@ -343,6 +346,9 @@ def _arccos_tables(n: int) -> SimpleNamespace:
     G_mid = None
     if n >= 1:
         G_mid = _J_at(n - 1, _S, _C, _PSI) - g * _J_at(n - 1, _S, -_C, theta)
+    if one_sided:  # γ = 0 (ReLU, rectified monomials): the mirrored terms vanish from the code
+        rn_mid = rn_mid.subs(g, 0)
+        G_mid = None if G_mid is None else G_mid.subs(g, 0)
     sw_td = _series_tables(n - 1)[2] if n >= 2 else 0.0
     # Entries with cos θ above/below these are re-evaluated by the exact (series) code. Above
     # FIXUP_SWITCH the closed form's 1 - ρ' has relative error ~ε/θ² <= 6e-13, i.e. ~1e-14
@@ -437,7 +443,7 @@ def _exact_entry_lines(t, ind):
     return lines + [ind + "    td = gsc * gg"] + _scale_lines(t, ind + "    ") + [ind + "    tt[b] = tin[k] * td"]
 
 
-def _generate_arccos(n: int, name: str) -> str:
+def _generate_arccos(n: int, name: str, one_sided: bool = False) -> str:
     """Numba source of the tile function of the order-n two-sided arc-cosine dual.
 
     Three loops per tile row, so the common case vectorises (duals/base.py): a scan saves
@@ -447,7 +453,7 @@ def _generate_arccos(n: int, name: str) -> str:
     (Saving only those entries, rather than copying every row first, removes three loads and
     three stores per entry.)
     """
-    t = _arccos_tables(n)
+    t = _arccos_tables(n, one_sided)
     ind = " " * 12
     lines = [
         "@nb.njit(**JIT_INLINE)",
