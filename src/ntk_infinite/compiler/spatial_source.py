@@ -45,7 +45,7 @@ def full_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
         rho = work_view(W, 0, bi * P0, bj * P0)
         sn2 = work_view(W, 1, bi * P0, bj * P0)
         t = work_view(W, 2, bi * P0, bj * P0) if want_ntk else dummy
-        init_full(rho, sn2, t, X1, inv1, V2, I0, J0, bi, bj, P0, want_ntk)
+        init_full(rho, sn2, t, X1, inv1, V2, I0, J0, bi, bj, P0, want_ntk, symmetric and I0 == J0)
         P = P0
         t_zero = True  # Θ stays 0 until the first affine step
         for l in range(L):
@@ -146,7 +146,7 @@ def diag_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
         rho = W[0, :P0 * bi * bj].reshape((P0, bi, bj))
         sn2 = W[1, :P0 * bi * bj].reshape((P0, bi, bj))
         t = W[2, :P0 * bi * bj].reshape((P0, bi, bj)) if want_ntk else dummy
-        init_diag(rho, sn2, t, X1, inv1, V2, n2, I0, J0, bi, bj, P0, want_ntk)
+        init_diag(rho, sn2, t, X1, inv1, V2, n2, I0, J0, bi, bj, P0, want_ntk, symmetric and I0 == J0)
         P = P0
         t_zero = True  # Θ stays 0 until the first affine step
         for l in range(L):
