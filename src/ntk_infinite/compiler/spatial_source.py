@@ -23,6 +23,19 @@ from ntk_infinite.evaluate._spatial_numerics import (init_full, init_diag, conv_
 
 _FULL = '''
 
+@nb.njit(**JIT_OPTIONS)
+def full_join(S, rho, sn2, t, prm, sq1, sq2, pp1, pp2, I0, J0, P, bi, bj, want_ntk):
+    """A join on a full tile: the branch's state is added to the running sum S (3, ·); after the
+    last branch the sum becomes the state."""
+    m = bi * P * bj * P
+    ar = S[0, :m].reshape((bi * P, bj * P))
+    asn = S[1, :m].reshape((bi * P, bj * P))
+    at = S[2, :m].reshape((bi * P, bj * P))
+    join_tile(rho, sn2, t, ar, asn, at, I0 * P, J0 * P, sq1, sq2, pp1, pp2, prm[3], prm[1] == 0.0, want_ntk)
+    if prm[2] != 0.0:
+        copy_state(rho, sn2, t, ar, asn, at, want_ntk)
+
+
 @nb.njit(nogil=True, **JIT_OPTIONS)
 def full_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT, AXR, AXN, GRID,
                PP1, PP2, PRM, n_levels, out_s, out_t, tiles, tile, want_nngp, want_ntk, symmetric):
@@ -70,15 +83,9 @@ def full_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
                            STK[2 * k, 2, :m].reshape((bi * P, bj * P)), rho, sn2, t, want_ntk)
             elif op == OP_JOIN:
                 k = int(PRM[l, 0])
-                m = bi * P * bj * P
-                ar = STK[2 * k + 1, 0, :m].reshape((bi * P, bj * P))
-                asn = STK[2 * k + 1, 1, :m].reshape((bi * P, bj * P))
-                at = STK[2 * k + 1, 2, :m].reshape((bi * P, bj * P))
-                join_tile(rho, sn2, t, ar, asn, at, I0 * P, J0 * P, SQ1[l], SQ2[l], PP1[l], PP2[l], PRM[l, 3],
-                          PRM[l, 1] == 0.0, want_ntk)
-                if PRM[l, 2] != 0.0:
-                    copy_state(rho, sn2, t, ar, asn, at, want_ntk)
-                else:  # the next branch starts from the fork's state (and its number of positions)
+                full_join(STK[2 * k + 1], rho, sn2, t, PRM[l], SQ1[l], SQ2[l], PP1[l], PP2[l], I0, J0, P, bi, bj,
+                          want_ntk)
+                if PRM[l, 2] == 0.0:  # the next branch starts from the fork's state (and its number of positions)
                     P = PK[k]
                     m = bi * P * bj * P
                     rho = work_view(W, cur, bi * P, bj * P)
@@ -125,6 +132,40 @@ def _store(rho, t, out_s, out_t, sqf1, sqf2, I0, J0, bi, bj, want_nngp, want_ntk
 
 _DIAG = '''
 
+@nb.njit(**JIT_INLINE)
+def _stack_slice(S, j, p, bi, bj):
+    return S[j, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj))
+
+
+@nb.njit(**JIT_OPTIONS)
+def diag_stack_copy(S, rho, sn2, t, P, bi, bj, want_ntk, to_stack):
+    """A diagonal tile's state into the stack entry S (3, ·) at a fork (``to_stack``), or back."""
+    for p in range(P):
+        sr = _stack_slice(S, 0, p, bi, bj)
+        ss = _stack_slice(S, 1, p, bi, bj)
+        st = _stack_slice(S, 2, p, bi, bj)
+        tp = t[p] if want_ntk else t[0]
+        if to_stack:
+            copy_state(sr, ss, st, rho[p], sn2[p], tp, want_ntk)
+        else:
+            copy_state(rho[p], sn2[p], tp, sr, ss, st, want_ntk)
+
+
+@nb.njit(**JIT_OPTIONS)
+def diag_join(S, rho, sn2, t, prm, sq1, sq2, pp1, pp2, n1, n2, I0, J0, P, bi, bj, want_ntk):
+    """A join on a diagonal tile, position by position: the branch's state is added to the running
+    sum S (3, ·); after the last branch the sum becomes the state."""
+    for p in range(P):
+        ar = _stack_slice(S, 0, p, bi, bj)
+        asn = _stack_slice(S, 1, p, bi, bj)
+        at = _stack_slice(S, 2, p, bi, bj)
+        tp = t[p] if want_ntk else t[0]
+        join_tile(rho[p], sn2[p], tp, ar, asn, at, p * n1 + I0, p * n2 + J0, sq1, sq2, pp1, pp2, prm[3], prm[1] == 0.0,
+                  want_ntk)
+        if prm[2] != 0.0:
+            copy_state(rho[p], sn2[p], tp, ar, asn, at, want_ntk)
+
+
 @nb.njit(nogil=True, **JIT_OPTIONS)
 def diag_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT, AXR, AXN, GRID,
                PP1, PP2, PRM, n_levels, out_s, out_t, tiles, tile, want_nngp, want_ntk, symmetric):
@@ -166,34 +207,18 @@ def diag_tiles(X1, inv1, V2, SQ1, SQ2, ops, wb, tabs, kdiv, pin, pout, AXM, AXT,
             elif op == OP_FORK:
                 k = int(PRM[l, 0])
                 PK[k] = P
-                for p in range(P):
-                    copy_state(STK[2 * k, 0, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj)),
-                               STK[2 * k, 1, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj)),
-                               STK[2 * k, 2, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj)),
-                               rho[p], sn2[p], t[p] if want_ntk else t[0], want_ntk)
+                diag_stack_copy(STK[2 * k], rho, sn2, t, P, bi, bj, want_ntk, True)
             elif op == OP_JOIN:
                 k = int(PRM[l, 0])
-                last = PRM[l, 2] != 0.0
-                for p in range(P):
-                    ar = STK[2 * k + 1, 0, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj))
-                    asn = STK[2 * k + 1, 1, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj))
-                    at = STK[2 * k + 1, 2, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj))
-                    tp = t[p] if want_ntk else t[0]
-                    join_tile(rho[p], sn2[p], tp, ar, asn, at, p * n1 + I0, p * n2 + J0, SQ1[l], SQ2[l], PP1[l],
-                              PP2[l], PRM[l, 3], PRM[l, 1] == 0.0, want_ntk)
-                    if last:
-                        copy_state(rho[p], sn2[p], tp, ar, asn, at, want_ntk)
-                if not last:  # the next branch starts from the fork's state (and its number of positions)
+                diag_join(STK[2 * k + 1], rho, sn2, t, PRM[l], SQ1[l], SQ2[l], PP1[l], PP2[l], n1, n2, I0, J0, P, bi,
+                          bj, want_ntk)
+                if PRM[l, 2] == 0.0:  # the next branch starts from the fork's state (and its number of positions)
                     P = PK[k]
                     m = P * bi * bj
                     rho = W[cur, :m].reshape((P, bi, bj))
                     sn2 = W[cur + 1, :m].reshape((P, bi, bj))
                     t = W[cur + 2, :m].reshape((P, bi, bj)) if want_ntk else dummy
-                    for p in range(P):
-                        copy_state(rho[p], sn2[p], t[p] if want_ntk else t[0],
-                                   STK[2 * k, 0, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj)),
-                                   STK[2 * k, 1, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj)),
-                                   STK[2 * k, 2, p * bi * bj:(p + 1) * bi * bj].reshape((bi, bj)), want_ntk)
+                    diag_stack_copy(STK[2 * k], rho, sn2, t, P, bi, bj, want_ntk, False)
             elif op < 0:
                 Po = pout[l]
                 cur = 3 - cur

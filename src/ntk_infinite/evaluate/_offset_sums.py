@@ -89,7 +89,7 @@ def axis_pass_full(src, dst, bi, bj, outer, n_in, m_out, inner, tab, runs, nruns
 @nb.njit(**JIT_INLINE)
 def pure_shifts(tab, n_in, shifts):
     """True when every offset k of an axis table maps v to v + shifts[k] wherever it is not
-    padding (stride 1 without wrap-around: SAME or VALID-free zero padding); fills ``shifts``."""
+    padding (stride 1, SAME padding: no wrap-around, as many outputs as inputs); fills ``shifts``."""
     if tab.shape[0] != n_in:
         return False
     for kk in range(tab.shape[1]):
